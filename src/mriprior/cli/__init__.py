@@ -1,0 +1,1 @@
+"""Command-line tools, one module per sub-command (BART style: cfl in, cfl out)."""

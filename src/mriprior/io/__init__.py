@@ -1,0 +1,1 @@
+"""File formats: BART cfl, DICOM, NIfTI, PNG/JPEG, fastMRI HDF5."""
