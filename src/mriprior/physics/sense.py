@@ -1,0 +1,82 @@
+"""Multi-coil SENSE operator A = M F S (coil maps, centred orthonormal FFT, sampling mask).
+
+Shapes (see :mod:`mriprior.physics`):
+
+* one set of maps ``(batch, coil, y, x)``: image ``(batch, y, x)``;
+* several ESPIRiT maps ``(batch, maps, coil, y, x)``: image ``(batch, maps, y, x)``; the forward
+  model sums the maps' contributions, as BART's ``pics`` does;
+* k-space ``(batch, coil, y, x)``; mask real, broadcastable to k-space (``(y, x)``,
+  ``(batch, 1, y, x)``, ...) or None for full sampling.
+
+``batch`` may be 1 in the maps or the mask and broadcast against the image.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mriprior.errors import InputError
+from mriprior.physics.fft import fft2c, ifft2c
+from mriprior.physics.linop import LinOp
+
+__all__ = ["Sense"]
+
+
+class Sense(LinOp):
+    """A x = mask * FFT(sum_m maps_m * x_m)."""
+
+    def __init__(self, maps: torch.Tensor, mask: torch.Tensor | None = None):
+        if maps.ndim == 4:
+            maps = maps.unsqueeze(1)
+            self.multi_map = False
+        elif maps.ndim == 5:
+            self.multi_map = True
+        else:
+            raise InputError(f"coil maps must be (batch, coil, y, x) or (batch, maps, coil, y, x), "
+                             f"got shape {tuple(maps.shape)}")
+        self.maps = maps  # (batch, maps, coil, y, x)
+        if mask is not None:
+            mask = mask.to(device=maps.device, dtype=maps.real.dtype)
+            try:
+                torch.broadcast_shapes(mask.shape, maps.shape[:1] + maps.shape[2:])
+            except RuntimeError:
+                raise InputError(f"mask shape {tuple(mask.shape)} does not broadcast to k-space "
+                                 f"{tuple(maps.shape[:1] + maps.shape[2:])}") from None
+        self.mask = mask
+        self.name = f"Mask * FFT * Sense[{maps.shape[1]} map(s), {maps.shape[2]} coils]"
+
+    @property
+    def image_shape(self):
+        b, m, _, y, x = self.maps.shape
+        return (b, m, y, x) if self.multi_map else (b, y, x)
+
+    def _img5(self, x):
+        return (x if self.multi_map else x.unsqueeze(1)).unsqueeze(2)  # (b, m, 1, y, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coil_images = torch.sum(self.maps * self._img5(x), dim=1)  # (b, c, y, x)
+        k = fft2c(coil_images)
+        return k if self.mask is None else k * self.mask
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        if self.mask is not None:
+            y = y * self.mask
+        coil_images = ifft2c(y).unsqueeze(1)  # (b, 1, c, y, x)
+        x = torch.sum(self.maps.conj() * coil_images, dim=2)  # (b, m, y, x)
+        return x if self.multi_map else x.squeeze(1)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:
+            coil_images = torch.sum(self.maps * self._img5(x), dim=1, keepdim=True)
+            out = torch.sum(self.maps.conj() * coil_images, dim=2)
+            return out if self.multi_map else out.squeeze(1)
+        k = fft2c(torch.sum(self.maps * self._img5(x), dim=1)) * self.mask
+        coil_images = ifft2c(k).unsqueeze(1)
+        out = torch.sum(self.maps.conj() * coil_images, dim=2)
+        return out if self.multi_map else out.squeeze(1)
+
+    def to(self, dtype=None, device=None) -> "Sense":
+        maps = self.maps.to(dtype=dtype, device=device)
+        s = Sense(maps if self.multi_map else maps.squeeze(1),
+                  None if self.mask is None else self.mask.to(device=device))
+        return s

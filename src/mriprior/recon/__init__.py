@@ -1,0 +1,1 @@
+"""Reconstruction: solvers, classical regularisers and PICS."""
