@@ -95,8 +95,11 @@ def write_cfl(name: str | os.PathLike, array, command: str | None = None) -> Non
     arr = np.asarray(array)
     if arr.ndim > NDIMS:
         raise InputError(f"{_base(name)}: array has {arr.ndim} dims; BART allows {NDIMS}")
-    if not (np.iscomplexobj(arr) or np.isrealobj(arr)) or arr.dtype == object:
+    if arr.dtype.kind not in "biufc":
         raise InputError(f"{_base(name)}: cannot write dtype {arr.dtype} as complex64")
+    if arr.size == 0:
+        raise InputError(f"{_base(name)}: cannot write an empty array {arr.shape}: "
+                         "BART dims must be >= 1")
     dims = list(arr.shape) + [1] * (NDIMS - arr.ndim)
     base = _base(name)
     d = os.path.dirname(os.path.abspath(base))

@@ -223,3 +223,19 @@ def pics(ksp: torch.Tensor, maps: torch.Tensor, reg: str | None = "l1", lam: flo
     if rescale:
         x = x * scale.reshape(img_b)
     return x, scale
+
+
+def bart_pics_phase(shape) -> tuple[float, bool]:
+    """The global sign BART's ``pics`` output carries relative to the centred-FFT model.
+
+    BART implements the centred FFT in ``pics`` by modulating data and maps, which for an even
+    size N multiplies the solution by (-1)^(N/2) per axis. Returns (factor, exact): ``exact`` is
+    False when a size is odd (BART's modulation is then not a global factor).
+    """
+    f, exact = 1.0, True
+    for n in shape:
+        if n % 2:
+            exact = False
+        elif (n // 2) % 2:
+            f = -f
+    return f, exact

@@ -20,11 +20,10 @@ Images are ``(..., y, x)`` complex tensors; all leading axes are batch axes.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
+import torch.nn.functional as F
 
-__all__ = ["WaveletThreshold", "wavelet_levels", "fwt", "iwt", "soft_threshold"]
+__all__ = ["WaveletThreshold", "wavelet_threshold", "wavelet_levels", "fwt", "soft_threshold"]
 
 FLEN = 4
 # dau2 filters: [analysis | synthesis][low | high][tap]
@@ -49,124 +48,120 @@ def _coord(i: int, n: int) -> int:
     return i
 
 
-@lru_cache(maxsize=256)
-def _down_index(n: int) -> torch.Tensor:
-    b = _bandsize(n)
-    return torch.tensor([[_coord(2 * j + 1 - (FLEN - 1) + l, n) for l in range(FLEN)]
-                         for j in range(b)], dtype=torch.long)
-
-
-@lru_cache(maxsize=256)
-def _up_index(n: int):
-    """For each output sample n: the two band indices and which taps they use (or -1)."""
-    b = _bandsize(n)
-    idx, tap = [], []
-    for i in range(n):
-        odd = (i + 1) % 2
-        row_i, row_t = [], []
-        for l in range(odd, FLEN, 2):
-            j = (i + l - 1) // 2
-            if 0 <= j < b:
-                row_i.append(j)
-                row_t.append(FLEN - l - 1)
-            else:
-                row_i.append(0)
-                row_t.append(-1)
-        idx.append(row_i)
-        tap.append(row_t)
-    return torch.tensor(idx, dtype=torch.long), torch.tensor(tap, dtype=torch.long)
-
-
-def _filters(kind: int, real_dtype, device):
-    f = torch.tensor(DAU2[kind], dtype=torch.float64)
-    return f.to(dtype=real_dtype, device=device)
-
-
-def _analysis(x: torch.Tensor, axis: int):
-    """One analysis step along ``axis``: returns (low, high), each (n + 3) // 2 long."""
-    xt = x.movedim(axis, -1)
-    n = xt.shape[-1]
-    idx = _down_index(n).to(x.device)
-    g = xt[..., idx]  # (..., b, FLEN)
-    f = _filters(0, x.real.dtype, x.device).flip(-1)  # tap l uses filter[FLEN - l - 1]
-    low = torch.einsum("...bl,l->...b", g, f[0].to(g.dtype))
-    high = torch.einsum("...bl,l->...b", g, f[1].to(g.dtype))
-    return low.movedim(-1, axis), high.movedim(-1, axis)
-
-
-def _synthesis(low: torch.Tensor, high: torch.Tensor, n: int, axis: int) -> torch.Tensor:
-    lo = low.movedim(axis, -1)
-    hi = high.movedim(axis, -1)
-    idx, tap = _up_index(n)
-    idx, tap = idx.to(lo.device), tap.to(lo.device)
-    f = _filters(1, lo.real.dtype, lo.device)  # (2, FLEN)
-    zero = torch.zeros(2, 1, dtype=f.dtype, device=f.device)
-    fz = torch.cat([f, zero], dim=1)  # tap -1 -> weight 0
-    wl = fz[0][tap].to(lo.dtype)  # (n, 2)
-    wh = fz[1][tap].to(lo.dtype)
-    out = (lo[..., idx] * wl).sum(-1) + (hi[..., idx] * wh).sum(-1)
-    return out.movedim(-1, axis)
-
-
 def wavelet_levels(n: int, minsize: int) -> int:
     """BART's ``wavelet_num_levels`` for one axis (number of transform levels + 1)."""
     b = _bandsize(n)
     return 1 + (wavelet_levels(b, minsize) if b >= minsize else 1)
 
 
-def _minsizes(shape, axes):
-    return {a: min(shape[a], 16) for a in axes}
+def _weights(kind: int, axis: int, dtype, device) -> torch.Tensor:
+    """conv weights (2 bands, 1, kh, kw): analysis taps reversed, synthesis taps as they are."""
+    f = torch.tensor(DAU2[kind], dtype=dtype, device=device)
+    if kind == 0:
+        f = f.flip(-1)
+    return f.reshape(2, 1, 1, FLEN) if axis == -1 else f.reshape(2, 1, FLEN, 1)
 
 
-def fwt(x: torch.Tensor, axes=(-2, -1), minsize=None):
-    """Forward multi-level transform. Returns a list of levels, each a dict band-key -> tensor;
-    the last entry also holds the coarse band under key ``"coarse"``. Axes of size 1 are skipped.
+def _pad_symmetric(t: torch.Tensor, axis: int, left: int, right: int) -> torch.Tensor:
+    n = t.shape[axis]
+    return torch.cat([t.narrow(axis, 0, left).flip(axis), t,
+                      t.narrow(axis, n - right, right).flip(axis)], dim=axis)
+
+
+def _split(t: torch.Tensor, axis: int) -> torch.Tensor:
+    """Analysis along ``axis`` (-1 or -2) of real ``(M, H, W)`` -> ``(M * 2, H', W')``.
+
+    Band b of item m lands at index ``2 m + b`` (0 low, 1 high). Output length (n + 3) // 2,
+    out[j] = sum_l x[sym(2j - 2 + l)] h[3 - l] with half-sample symmetric extension (BART).
     """
-    axes = [a % x.ndim for a in axes if x.shape[a] > 1]
-    minsize = _minsizes(x.shape, axes) if minsize is None else minsize
-    levels = []
-    cur = x
+    n = t.shape[axis]
+    b = _bandsize(n)
+    tp = _pad_symmetric(t, axis, 2, 2 * b - n)
+    stride = (1, 2) if axis == -1 else (2, 1)
+    out = F.conv2d(tp.unsqueeze(1), _weights(0, axis, t.dtype, t.device), stride=stride)
+    return out.reshape((-1,) + out.shape[2:])
+
+
+def _merge(c: torch.Tensor, axis: int, n: int) -> torch.Tensor:
+    """Synthesis: real ``(M * 2, H', W')`` (low/high pairs) -> ``(M, H, W)`` with length n."""
+    c = c.reshape((-1, 2) + c.shape[1:])
+    stride = (1, 2) if axis == -1 else (2, 1)
+    full = F.conv_transpose2d(c, _weights(1, axis, c.dtype, c.device), stride=stride)[:, 0]
+    return full.narrow(axis, 2, n)
+
+
+def _soft_pairs(t: torch.Tensor, thr: float) -> torch.Tensor:
+    """Complex soft-threshold of real data whose leading axis holds (re, im) pairs."""
+    v = t.reshape((-1, 2) + t.shape[1:])
+    mag = torch.sqrt(v[:, 0] ** 2 + v[:, 1] ** 2)
+    scale = torch.clamp(mag - thr, min=0) / torch.where(mag > 0, mag, torch.ones_like(mag))
+    return (v * scale.unsqueeze(1)).reshape(t.shape)
+
+
+def _to_pairs(x: torch.Tensor) -> torch.Tensor:
+    """complex (..., H, W) -> real (prod(...) * 2, H, W), (re, im) adjacent."""
+    r = torch.view_as_real(x.contiguous()).movedim(-1, -3)
+    return r.reshape((-1,) + r.shape[-2:])
+
+
+def _from_pairs(t: torch.Tensor, shape) -> torch.Tensor:
+    r = t.reshape(tuple(shape[:-2]) + (2,) + tuple(t.shape[-2:])).movedim(-3, -1)
+    return torch.view_as_complex(r.contiguous())
+
+
+def _thresh_rec(t: torch.Tensor, axes, minsize, thr: float) -> torch.Tensor:
+    m = t.shape[0]
+    sizes = []
+    c = t
+    for a in axes:  # x axis (lower BART dim) first
+        sizes.append(c.shape[a])
+        c = _split(c, a)
+    k = 1 << len(axes)
+    c = c.reshape((m, k) + c.shape[1:])
+    low, high = c[:, 0], c[:, 1:]
+    axes2 = [a for a in axes if low.shape[a] >= minsize[a]]
+    low = _thresh_rec(low, axes2, minsize, thr) if axes2 else _soft_pairs(low, thr)
+    high = high.transpose(0, 1).reshape((-1,) + high.shape[2:])  # bands outermost
+    high = _soft_pairs(high, thr).reshape((k - 1, m) + high.shape[1:]).transpose(0, 1)
+    c = torch.cat([low.unsqueeze(1), high], dim=1).reshape((m * k,) + low.shape[1:])
+    for a, n in zip(reversed(axes), reversed(sizes)):
+        c = _merge(c, a, n)
+    return c
+
+
+def _axes_minsize(shape):
+    axes = [a for a in (-1, -2) if shape[a] > 1]
+    return axes, {a: min(shape[a], 16) for a in axes}
+
+
+def fwt(x: torch.Tensor):
+    """Forward multi-level transform of complex ``(..., y, x)``: a list of per-level detail
+    tensors (complex, bands stacked on axis -3) followed by the coarse band."""
+    axes, minsize = _axes_minsize(x.shape)
+    lead = x.shape[:-2]
+    t = _to_pairs(x)
+    out = []
     while axes:
-        bands = {(): cur}
-        for a in sorted(axes, reverse=True):  # x axis (lower BART dim) first
-            new = {}
-            for key, b in bands.items():
-                lo, hi = _analysis(b, a)
-                new[key + ((a, 0),)] = lo
-                new[key + ((a, 1),)] = hi
-            bands = new
-        low_key = tuple((a, 0) for a in sorted(axes, reverse=True))
-        cur = bands.pop(low_key)
-        levels.append({"axes": list(axes), "shape": None, "bands": bands})
-        axes = [a for a in axes if cur.shape[a] >= minsize[a]]
-    levels.append({"coarse": cur})
-    return levels
+        m = t.shape[0]
+        c = t
+        for a in axes:
+            c = _split(c, a)
+        k = 1 << len(axes)
+        c = c.reshape((m, k) + c.shape[1:])
+        t, high = c[:, 0], c[:, 1:]
+        hv = high.reshape((-1, 2) + high.shape[1:]).movedim(1, -1).contiguous()
+        out.append(torch.view_as_complex(hv).reshape(lead + hv.shape[1:-1]))
+        axes = [a for a in axes if t.shape[a] >= minsize[a]]
+    out.append(_from_pairs(t, lead + t.shape[-2:]))
+    return out
 
 
-def iwt(levels, shape) -> torch.Tensor:
-    """Inverse of :func:`fwt`; ``shape`` is the shape of the original image."""
-    cur = levels[-1]["coarse"]
-    sizes = [list(shape)]
-    # recompute the size of the input of each level
-    for lev in levels[:-1]:
-        s = list(sizes[-1])
-        for a in lev["axes"]:
-            s[a] = _bandsize(s[a])
-        sizes.append(s)
-    for k in range(len(levels) - 2, -1, -1):
-        lev = levels[k]
-        axes = sorted(lev["axes"], reverse=True)
-        bands = dict(lev["bands"])
-        bands[tuple((a, 0) for a in axes)] = cur
-        insize = sizes[k]
-        for i in range(len(axes) - 1, -1, -1):  # undo the last axis first
-            a = axes[i]
-            new = {}
-            for key in {kk[:i] for kk in bands}:
-                new[key] = _synthesis(bands[key + ((a, 0),)], bands[key + ((a, 1),)], insize[a], a)
-            bands = new
-        cur = bands[()]
-    return cur
+def wavelet_threshold(x: torch.Tensor, thr: float) -> torch.Tensor:
+    """Soft-threshold all dau2 coefficients of complex ``(..., y, x)`` at ``thr`` (no shift)."""
+    axes, minsize = _axes_minsize(x.shape)
+    if not axes:
+        return soft_threshold(x, thr)
+    return _from_pairs(_thresh_rec(_to_pairs(x), axes, minsize, thr), x.shape)
 
 
 def soft_threshold(c: torch.Tensor, t: float) -> torch.Tensor:
@@ -228,9 +223,5 @@ class WaveletThreshold:
         dims = tuple(shifts)
         amount = tuple(shifts[a] for a in dims)
         xs = torch.roll(x, shifts=amount, dims=dims) if any(amount) else x
-        levels = fwt(xs)
-        for lev in levels[:-1]:
-            lev["bands"] = {k: soft_threshold(v, t) for k, v in lev["bands"].items()}
-        levels[-1]["coarse"] = soft_threshold(levels[-1]["coarse"], t)
-        y = iwt(levels, xs.shape)
+        y = wavelet_threshold(xs, t)
         return torch.roll(y, shifts=tuple(-s for s in amount), dims=dims) if any(amount) else y

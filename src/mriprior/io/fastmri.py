@@ -1,0 +1,389 @@
+"""fastMRI HDF5 files (h5py): k-space, ISMRMRD header, reference reconstructions.
+
+A fastMRI file (https://github.com/facebookresearch/fastMRI) holds
+
+* ``kspace``: complex64, ``(slices, coils, ky, kx)`` for multi-coil data or
+  ``(slices, ky, kx)`` for single-coil data (``ky`` is the phase-encoding axis,
+  ``kx`` the readout; the k-space centre is at ``ky // 2, kx // 2``);
+* ``ismrmrd_header``: the ISMRMRD XML header as a byte string;
+* ``reconstruction_rss`` (multi-coil) / ``reconstruction_esc`` (single-coil): float32
+  ``(slices, y, x)`` reference images (train/val splits only);
+* ``mask`` (test/challenge splits): the sampled ``kx`` columns;
+* file attributes ``acquisition`` (e.g. ``"CORPD_FBK"``), ``max``, ``norm``, ``patient_id``
+  (a hash) and, in some splits, ``acceleration``, ``num_low_frequency``.
+
+:func:`read_fastmri` returns a :class:`FastMRIVolume` whose ``kspace`` is always indexed
+``(slices, coil, y, x)`` complex64 -- a single-coil file gets a coil axis of length 1. With
+``lazy=True`` (default) ``kspace`` is a :class:`LazyKSpace` reading the slices asked for from
+the open HDF5 dataset (``vol.kspace[i]`` is one ``(coil, y, x)`` slice; ``np.asarray(vol.kspace)``
+loads all); with ``lazy=False`` it is a NumPy array and the file is closed at once.
+
+``header`` is a dict parsed from the ISMRMRD XML (``{}`` when the file has none):
+``trajectory``; ``encoded_matrix``/``recon_matrix`` ``[x, y, z]`` (ints) and
+``encoded_fov_mm``/``recon_fov_mm`` ``[x, y, z]`` (floats); ``encoding_limits``:
+``{"kspace_encoding_step_1": {"minimum", "maximum", "center"}, ...}`` for every limit present;
+``padding_left``/``padding_right`` (the sampled phase-encoding range as fastMRI computes it:
+``encoded_matrix[1] // 2 - center`` and that plus ``maximum + 1``) when the step-1 limits are
+present; ``acceleration`` (parallel-imaging factors); ``system`` (vendor, model,
+field_strength_T, receiver_channels); ``h1_resonance_frequency_hz``; ``sequence`` (TR, TE, TI
+as lists of ms, flip_angle_deg, sequence_type, echo_spacing). Only these fields are read:
+``subjectInformation``, ``studyInformation``, ``measurementInformation`` (IDs, dates, UIDs,
+protocol names) and the institution and station names are never copied. Likewise ``attrs``
+keeps only ``acquisition``, ``max``, ``norm``, ``acceleration``, ``num_low_frequency``,
+``padding_left``, ``padding_right`` -- never ``patient_id``.
+
+A missing or malformed ``kspace`` (or a file that is not HDF5) raises
+:class:`~mriprior.errors.InputError` naming the file and key.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mriprior.errors import InputError
+
+__all__ = ["read_fastmri", "FastMRIVolume", "LazyKSpace", "parse_ismrmrd_header",
+           "ALLOWED_ATTRS"]
+
+ALLOWED_ATTRS = ("acquisition", "max", "norm", "acceleration", "num_low_frequency",
+                 "padding_left", "padding_right")
+_NS = "{http://www.ismrm.org/ISMRMRD}"
+
+
+# ---------------------------------------------------------------------------------------------
+# ISMRMRD header
+
+def _strip_ns(root: ET.Element) -> None:
+    for el in root.iter():
+        if isinstance(el.tag, str) and "}" in el.tag:
+            el.tag = el.tag.split("}", 1)[1]
+
+
+def _num(text: str | None, cast=float):
+    if text is None:
+        return None
+    try:
+        return cast(float(text)) if cast is int else cast(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _xyz(el: ET.Element | None, cast):
+    if el is None:
+        return None
+    vals = [_num(el.findtext(a), cast) for a in ("x", "y", "z")]
+    return vals if all(v is not None for v in vals) else None
+
+
+def parse_ismrmrd_header(xml: str | bytes, name: str = "ismrmrd_header") -> dict:
+    """Acquisition fields of an ISMRMRD XML header as a dict (see the module docstring).
+
+    Only allow-listed elements are read; patient, study and measurement information is not.
+    Raises InputError naming ``name`` when the XML does not parse.
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as e:
+        raise InputError(f"{name}: malformed ISMRMRD header XML ({e})") from None
+    _strip_ns(root)
+    if root.tag != "ismrmrdHeader":
+        raise InputError(f"{name}: XML root is <{root.tag}>, not <ismrmrdHeader>")
+    out: dict = {}
+    encodings = root.findall("encoding")
+    if encodings:
+        enc = encodings[0]
+        if len(encodings) > 1:
+            out["n_encodings"] = len(encodings)
+        traj = enc.findtext("trajectory")
+        if traj:
+            out["trajectory"] = traj.strip()
+        for space, key in (("encodedSpace", "encoded"), ("reconSpace", "recon")):
+            m = _xyz(enc.find(f"{space}/matrixSize"), int)
+            if m is not None:
+                out[f"{key}_matrix"] = m
+            f = _xyz(enc.find(f"{space}/fieldOfView_mm"), float)
+            if f is not None:
+                out[f"{key}_fov_mm"] = f
+        lims = enc.find("encodingLimits")
+        if lims is not None:
+            limits = {}
+            for child in lims:
+                vals = {k: _num(child.findtext(k), int) for k in ("minimum", "maximum", "center")}
+                vals = {k: v for k, v in vals.items() if v is not None}
+                if vals:
+                    limits[child.tag] = vals
+            if limits:
+                out["encoding_limits"] = limits
+            step1 = limits.get("kspace_encoding_step_1", {}) if limits else {}
+            if "encoded_matrix" in out and {"center", "maximum"} <= step1.keys():
+                left = out["encoded_matrix"][1] // 2 - step1["center"]
+                out["padding_left"] = int(left)
+                out["padding_right"] = int(left + step1["maximum"] + 1)
+        acc = enc.find("parallelImaging/accelerationFactor")
+        if acc is not None:
+            factors = {c.tag: _num(c.text, int) for c in acc}
+            factors = {k: v for k, v in factors.items() if v is not None}
+            if factors:
+                out["acceleration"] = factors
+    sysinfo = root.find("acquisitionSystemInformation")
+    if sysinfo is not None:
+        system = {}
+        for tag, key, cast in (("systemVendor", "vendor", str), ("systemModel", "model", str),
+                               ("systemFieldStrength_T", "field_strength_T", float),
+                               ("receiverChannels", "receiver_channels", int)):
+            v = sysinfo.findtext(tag)
+            v = v.strip() if cast is str and v is not None else _num(v, cast)
+            if v not in (None, ""):
+                system[key] = v
+        if system:
+            out["system"] = system
+    f0 = _num(root.findtext("experimentalConditions/H1resonanceFrequency_Hz"), int)
+    if f0 is not None:
+        out["h1_resonance_frequency_hz"] = f0
+    seq = root.find("sequenceParameters")
+    if seq is not None:
+        sp: dict = {}
+        for tag, key in (("TR", "TR"), ("TE", "TE"), ("TI", "TI"),
+                         ("flipAngle_deg", "flip_angle_deg"), ("echo_spacing", "echo_spacing")):
+            vals = [_num(e.text, float) for e in seq.findall(tag)]
+            vals = [v for v in vals if v is not None]
+            if vals:
+                sp[key] = vals
+        st = seq.findtext("sequence_type")
+        if st:
+            sp["sequence_type"] = st.strip()
+        if sp:
+            out["sequence"] = sp
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# k-space
+
+def _as_complex64(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.names is not None:  # compound (real, imag) under other field names
+        re, im = dtype.names
+        return (arr[re] + 1j * arr[im]).astype(np.complex64)
+    return arr.astype(np.complex64, copy=False)
+
+
+class LazyKSpace:
+    """``(slices, coil, y, x)`` complex64 view of a fastMRI ``kspace`` dataset, read on demand.
+
+    ``ks[i]`` reads slice ``i`` only (``(coil, y, x)``); ``ks[i:j]``, ``ks[[i, j]]`` and
+    ``ks[i, c, ...]`` read the selected slices and index the rest in memory;
+    ``np.asarray(ks)`` or :meth:`load` reads everything. Reading after the file was closed
+    raises InputError.
+    """
+
+    def __init__(self, dataset: h5py.Dataset, path: Path, multicoil: bool):
+        self._ds = dataset
+        self._path = path
+        self._multicoil = multicoil
+        s = dataset.shape
+        self.shape = (s[0], s[1], s[2], s[3]) if multicoil else (s[0], 1, s[1], s[2])
+        self.dtype = np.dtype(np.complex64)
+        self.ndim = 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"LazyKSpace(shape={self.shape}, file={str(self._path)!r})"
+
+    def _read(self, sel) -> np.ndarray:
+        if not self._ds.id.valid:
+            raise InputError(f"{self._path}: file is closed; open it again with read_fastmri")
+        try:
+            raw = self._ds[sel]
+        except (OSError, KeyError) as e:
+            raise InputError(f"{self._path}: 'kspace' unreadable ({e})") from e
+        arr = _as_complex64(np.asarray(raw), self._ds.dtype)
+        return arr if self._multicoil else arr[..., None, :, :] if arr.ndim == 3 else arr[None]
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        if not key:
+            return self.load()
+        first, rest = key[0], key[1:]
+        n = self.shape[0]
+        if first is Ellipsis or first is None:
+            return self.load()[key]
+        if isinstance(first, slice):
+            start, stop, step = first.indices(n)
+            idx = np.arange(start, stop, step)
+            if len(idx) == 0:
+                out = np.zeros((0,) + self.shape[1:], np.complex64)
+            elif step > 0:
+                out = self._read(slice(start, int(idx[-1]) + 1, step))
+            else:
+                out = self._read(slice(int(idx[-1]), start + 1, -step))[::-1]
+            return out[(slice(None),) + rest] if rest else out
+        if isinstance(first, (list, np.ndarray)):
+            idx = np.asarray(first)
+            if idx.dtype == bool:
+                if idx.shape != (n,):
+                    raise IndexError(f"boolean index of shape {idx.shape} for {n} slices")
+                idx = np.flatnonzero(idx)
+            idx = idx.astype(np.int64)
+            if np.any((idx < -n) | (idx >= n)):
+                raise IndexError(f"slice index out of range for {n} slices")
+            idx = np.where(idx < 0, idx + n, idx)
+            uniq = np.unique(idx)
+            data = self._read(uniq.tolist()) if len(uniq) else np.zeros(
+                (0,) + self.shape[1:], np.complex64)
+            out = data[np.searchsorted(uniq, idx)]
+            return out[(slice(None),) + rest] if rest else out
+        i = operator.index(first)
+        if not -n <= i < n:
+            raise IndexError(f"slice {i} out of range for {n} slices")
+        out = self._read(i % n)
+        return out[rest] if rest else out
+
+    def load(self) -> np.ndarray:
+        """All of k-space as a complex64 NumPy array ``(slices, coil, y, x)``."""
+        return self._read(slice(None))
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.load()
+        return a if dtype is None else a.astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# volume
+
+class FastMRIVolume:
+    """One fastMRI file. Attributes:
+
+    ``path``; ``kspace`` (:class:`LazyKSpace` or complex64 ndarray, ``(slices, coil, y, x)``);
+    ``multicoil`` (False for single-coil files, whose coil axis has length 1); ``header``
+    (parsed ISMRMRD header dict); ``attrs`` (allow-listed file attributes);
+    ``reconstruction_rss`` / ``reconstruction_esc`` (float32 ``(slices, y, x)`` or None);
+    ``mask`` (sampling mask from test splits, or None). Use as a context manager, or call
+    :meth:`close`, to release a lazily read file.
+    """
+
+    def __init__(self, path: Path, kspace, multicoil: bool, header: dict, attrs: dict,
+                 reconstruction_rss, reconstruction_esc, mask, file: h5py.File | None):
+        self.path = path
+        self.kspace = kspace
+        self.multicoil = multicoil
+        self.header = header
+        self.attrs = attrs
+        self.reconstruction_rss = reconstruction_rss
+        self.reconstruction_esc = reconstruction_esc
+        self.mask = mask
+        self._file = file
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(slices, coil, y, x)``."""
+        return tuple(self.kspace.shape)
+
+    @property
+    def num_slices(self) -> int:
+        return self.shape[0]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def slice(self, i: int) -> np.ndarray:
+        """k-space of slice ``i`` as complex64 ``(coil, y, x)``."""
+        return np.asarray(self.kspace[i])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "FastMRIVolume":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"FastMRIVolume({str(self.path)!r}, shape={self.shape}, "
+                f"multicoil={self.multicoil}, acquisition={self.attrs.get('acquisition')!r})")
+
+
+def _attr(v):
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _float_dataset(f: h5py.File, key: str, path: Path):
+    if key not in f:
+        return None
+    obj = f[key]
+    if not isinstance(obj, h5py.Dataset):
+        raise InputError(f"{path}: '{key}' is a group, not a dataset")
+    try:
+        return np.asarray(obj[()], dtype=np.float32)
+    except (OSError, TypeError, ValueError) as e:
+        raise InputError(f"{path}: '{key}' unreadable ({e})") from e
+
+
+def read_fastmri(path: str | os.PathLike, lazy: bool = True) -> FastMRIVolume:
+    """Open a fastMRI HDF5 file (see the module docstring for what is returned)."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not a fastMRI HDF5 file")
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        raise InputError(f"{p}: not a readable HDF5 file ({' '.join(str(e).split())})") from e
+    try:
+        if "kspace" not in f:
+            raise InputError(f"{p}: no 'kspace' dataset (keys: {sorted(f.keys())}); "
+                             "not a fastMRI file")
+        ds = f["kspace"]
+        if not isinstance(ds, h5py.Dataset):
+            raise InputError(f"{p}: 'kspace' is a group, not a dataset")
+        dt = ds.dtype
+        complex_ok = np.issubdtype(dt, np.complexfloating) or (
+            dt.names is not None and len(dt.names) == 2
+            and all(np.issubdtype(dt[n], np.floating) for n in dt.names))
+        if not complex_ok:
+            raise InputError(f"{p}: 'kspace' has dtype {dt}; expected complex")
+        if ds.ndim not in (3, 4):
+            raise InputError(f"{p}: 'kspace' has shape {ds.shape}; expected (slices, coils, y, x)"
+                             " or single-coil (slices, y, x)")
+        multicoil = ds.ndim == 4
+
+        header: dict = {}
+        if "ismrmrd_header" in f:
+            raw = f["ismrmrd_header"][()]
+            if isinstance(raw, np.ndarray):
+                raw = raw.item() if raw.size == 1 else b"".join(raw.tolist())
+            header = parse_ismrmrd_header(raw, name=f"{p}: 'ismrmrd_header'")
+        attrs = {k: _attr(f.attrs[k]) for k in ALLOWED_ATTRS if k in f.attrs}
+        rss = _float_dataset(f, "reconstruction_rss", p)
+        esc = _float_dataset(f, "reconstruction_esc", p)
+        mask = None
+        if "mask" in f and isinstance(f["mask"], h5py.Dataset):
+            mask = np.asarray(f["mask"][()]).astype(bool)
+
+        lazy_ks = LazyKSpace(ds, p, multicoil)
+        if lazy:
+            return FastMRIVolume(p, lazy_ks, multicoil, header, attrs, rss, esc, mask, f)
+        kspace = lazy_ks.load()
+    except BaseException:
+        f.close()
+        raise
+    f.close()
+    return FastMRIVolume(p, kspace, multicoil, header, attrs, rss, esc, mask, None)
