@@ -82,12 +82,27 @@ def _split(t: torch.Tensor, axis: int) -> torch.Tensor:
     return out.reshape((-1,) + out.shape[2:])
 
 
+def _synthesis_weights(axis: int, dtype, device) -> torch.Tensor:
+    """Polyphase synthesis weights (out: even/odd, in: low/high, 2 taps).
+
+    From BART's up-sampling loop: out[2i] = g0 c[i+1] + g2 c[i] and out[2i+1] = g1 c[i+1] +
+    g3 c[i], summed over the low and high bands c (zero outside the band).
+    """
+    g = torch.tensor(DAU2[1], dtype=dtype, device=device)  # (band, tap)
+    w = torch.stack([g[:, [2, 0]], g[:, [3, 1]]])  # (even/odd, band, 2 taps)
+    return w.reshape(2, 2, 1, 2) if axis == -1 else w.reshape(2, 2, 2, 1)
+
+
 def _merge(c: torch.Tensor, axis: int, n: int) -> torch.Tensor:
     """Synthesis: real ``(M * 2, H', W')`` (low/high pairs) -> ``(M, H, W)`` with length n."""
     c = c.reshape((-1, 2) + c.shape[1:])
-    stride = (1, 2) if axis == -1 else (2, 1)
-    full = F.conv_transpose2d(c, _weights(1, axis, c.dtype, c.device), stride=stride)[:, 0]
-    return full.narrow(axis, 2, n)
+    pad = (0, 1) if axis == -1 else (0, 0, 0, 1)
+    eo = F.conv2d(F.pad(c, pad), _synthesis_weights(axis, c.dtype, c.device))  # (M, 2, ...)
+    if axis == -1:  # interleave even/odd samples
+        out = torch.stack([eo[:, 0], eo[:, 1]], dim=-1).flatten(-2)
+    else:
+        out = torch.stack([eo[:, 0], eo[:, 1]], dim=-2).flatten(-3, -2)
+    return out.narrow(axis, 0, n)
 
 
 def _soft_pairs(t: torch.Tensor, thr: float) -> torch.Tensor:
@@ -161,7 +176,14 @@ def wavelet_threshold(x: torch.Tensor, thr: float) -> torch.Tensor:
     axes, minsize = _axes_minsize(x.shape)
     if not axes:
         return soft_threshold(x, thr)
-    return _from_pairs(_thresh_rec(_to_pairs(x), axes, minsize, thr), x.shape)
+    # oneDNN's per-call overhead dominates for these 4-tap kernels on CPU (2x slower); toggled
+    # directly because torch.backends.mkldnn.flags() warns about TF32 on every call
+    was = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        return _from_pairs(_thresh_rec(_to_pairs(x), axes, minsize, thr), x.shape)
+    finally:
+        torch._C._set_mkldnn_enabled(was)
 
 
 def soft_threshold(c: torch.Tensor, t: float) -> torch.Tensor:
