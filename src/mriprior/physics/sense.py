@@ -43,7 +43,8 @@ class Sense(LinOp):
                 raise InputError(f"mask shape {tuple(mask.shape)} does not broadcast to k-space "
                                  f"{tuple(maps.shape[:1] + maps.shape[2:])}") from None
         self.mask = mask
-        self._shifted = None  # cache of (ifftshift(maps), ifftshift(mask)) for normal()
+        self._shifted = None  # cache for normal(): shifted maps, their conjugate, shifted mask
+        self._buffers = None  # work buffers for normal() without autograd
         self.name = f"Mask * FFT * Sense[{maps.shape[1]} map(s), {maps.shape[2]} coils]"
 
     @property
@@ -75,13 +76,33 @@ class Sense(LinOp):
             return out if self.multi_map else out.squeeze(1)
         if self._shifted is None:
             dims = (-2, -1)
-            self._shifted = (torch.fft.ifftshift(self.maps, dim=dims),
+            maps0 = torch.fft.ifftshift(self.maps, dim=dims)
+            self._shifted = (maps0, maps0.conj().resolve_conj(),
                              torch.fft.ifftshift(self.mask, dim=dims))
-        maps0, mask0 = self._shifted
-        xs = torch.fft.ifftshift(self._img5(x), dim=(-2, -1))
-        k = torch.fft.fft2(torch.sum(maps0 * xs, dim=1)) * mask0  # (b, c, y, x)
-        coil_images = torch.fft.ifft2(k).unsqueeze(1)
-        out = torch.fft.fftshift(torch.sum(maps0.conj() * coil_images, dim=2), dim=(-2, -1))
+        maps0, maps0_conj, mask0 = self._shifted
+        xs = torch.fft.ifftshift(self._img5(x), dim=(-2, -1))  # (b, m, 1, y, x)
+        if torch.is_grad_enabled() and (x.requires_grad or self.maps.requires_grad):
+            coil_images = torch.sum(maps0 * xs, dim=1)
+            k = torch.fft.fft2(coil_images) * mask0
+            coil_images = torch.fft.ifft2(k).unsqueeze(1)
+            out = torch.sum(maps0_conj * coil_images, dim=2)
+        else:  # no autograd: reuse two k-space-sized buffers (saves allocations, ~2x faster)
+            shape = torch.broadcast_shapes(maps0.shape[:1], xs.shape[:1]) + maps0.shape[2:]
+            if self._buffers is None or self._buffers[0].shape != shape or \
+                    self._buffers[0].dtype != x.dtype:
+                self._buffers = (torch.empty(shape, dtype=x.dtype, device=x.device),
+                                 torch.empty(shape, dtype=x.dtype, device=x.device))
+            b1, b2 = self._buffers
+            if maps0.shape[1] == 1:
+                torch.mul(maps0[:, 0], xs[:, 0], out=b1)
+            else:
+                torch.sum(maps0 * xs, dim=1, out=b1)
+            torch.fft.fft2(b1, out=b2)
+            torch.mul(b2, mask0, out=b1)
+            torch.fft.ifft2(b1, out=b2)
+            out = torch.sum(maps0_conj * b2.unsqueeze(1), dim=2) if self.multi_map else \
+                torch.mul(maps0_conj[:, 0], b2, out=b1).sum(dim=1, keepdim=True)
+        out = torch.fft.fftshift(out, dim=(-2, -1))
         return out if self.multi_map else out.squeeze(1)
 
     def to(self, dtype=None, device=None) -> "Sense":

@@ -20,6 +20,8 @@ Images are ``(..., y, x)`` complex tensors; all leading axes are batch axes.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 
@@ -105,14 +107,6 @@ def _merge(c: torch.Tensor, axis: int, n: int) -> torch.Tensor:
     return out.narrow(axis, 0, n)
 
 
-def _soft_pairs(t: torch.Tensor, thr: float) -> torch.Tensor:
-    """Complex soft-threshold of real data whose leading axis holds (re, im) pairs."""
-    v = t.reshape((-1, 2) + t.shape[1:])
-    mag = torch.sqrt(v[:, 0] ** 2 + v[:, 1] ** 2)
-    scale = torch.clamp(mag - thr, min=0) / torch.where(mag > 0, mag, torch.ones_like(mag))
-    return (v * scale.unsqueeze(1)).reshape(t.shape)
-
-
 def _to_pairs(x: torch.Tensor) -> torch.Tensor:
     """complex (..., H, W) -> real (prod(...) * 2, H, W), (re, im) adjacent."""
     r = torch.view_as_real(x.contiguous()).movedim(-1, -3)
@@ -124,21 +118,73 @@ def _from_pairs(t: torch.Tensor, shape) -> torch.Tensor:
     return torch.view_as_complex(r.contiguous())
 
 
+@lru_cache(maxsize=64)
+def _sym_index(n: int) -> torch.Tensor:
+    """Indices of the half-sample symmetric extension of length n over positions -2..2b-1."""
+    return torch.tensor([_coord(p, n) for p in range(-2, 2 * _bandsize(n))], dtype=torch.long)
+
+
+@lru_cache(maxsize=16)
+def _weights_2d(dtype, device):
+    """4-band analysis (band, 1, 4, 4) and 2x2 polyphase synthesis (phase, band, 2, 2) kernels.
+
+    Band and phase channels are numbered ``2 * y_index + x_index``; analysis band 0 is LL.
+    """
+    h = torch.tensor(DAU2[0], dtype=torch.float64).flip(-1)  # (band, tap), reversed
+    g = torch.tensor(DAU2[1], dtype=torch.float64)
+    ana = torch.einsum("ai,bj->abij", h, h).reshape(4, 1, 4, 4)
+    s = torch.stack([g[:, [2, 0]], g[:, [3, 1]]], dim=1)  # (band, parity, 2 taps)
+    syn = torch.einsum("api,bqj->pqabij", s, s).reshape(4, 4, 2, 2)  # (py px, ay ax, oy, ox)
+    return ana.to(dtype=dtype, device=device), syn.to(dtype=dtype, device=device)
+
+
+def _analysis_2d(t: torch.Tensor) -> torch.Tensor:
+    """Real ``(M, H, W)`` -> ``(M, 4, (H+3)//2, (W+3)//2)`` (LL, LH, HL, HH)."""
+    iy = _sym_index(t.shape[-2]).to(t.device)
+    ix = _sym_index(t.shape[-1]).to(t.device)
+    tp = t[:, iy[:, None], ix[None, :]].unsqueeze(1)
+    ana, _ = _weights_2d(t.dtype, t.device)
+    return F.conv2d(tp, ana, stride=2)
+
+
+def _synthesis_2d(c: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``(M, 4, by, bx)`` bands -> ``(M, h, w)``."""
+    _, syn = _weights_2d(c.dtype, c.device)
+    phases = F.conv2d(F.pad(c, (0, 1, 0, 1)), syn)  # (M, 4 phases, by, bx)
+    return F.pixel_shuffle(phases, 2)[:, 0, :h, :w]
+
+
+def _soft_bands(c: torch.Tensor, thr: float) -> torch.Tensor:
+    """Soft-threshold real-pair bands ``(M, k, ...)``, M = 2 * items with (re, im) adjacent."""
+    if thr <= 0:
+        return c
+    v = c.reshape((-1, 2) + c.shape[1:])
+    scale = (1.0 - thr / torch.hypot(v[:, 0], v[:, 1])).clamp_(min=0.0)
+    return (v * scale.unsqueeze(1)).reshape(c.shape)
+
+
 def _thresh_rec(t: torch.Tensor, axes, minsize, thr: float) -> torch.Tensor:
+    if len(axes) == 2:  # fast path: both axes split at this level
+        h, w = t.shape[-2:]
+        c = _analysis_2d(t)
+        low = c[:, 0]
+        axes2 = [a for a in axes if low.shape[a] >= minsize[a]]
+        low = _thresh_rec(low, axes2, minsize, thr) if axes2 else _soft_bands(low, thr)
+        c = torch.cat([low.unsqueeze(1), _soft_bands(c[:, 1:], thr)], dim=1)
+        return _synthesis_2d(c, h, w)
     m = t.shape[0]
     sizes = []
     c = t
-    for a in axes:  # x axis (lower BART dim) first
+    for a in axes:
         sizes.append(c.shape[a])
         c = _split(c, a)
     k = 1 << len(axes)
     c = c.reshape((m, k) + c.shape[1:])
-    low, high = c[:, 0], c[:, 1:]
+    low = c[:, 0]
     axes2 = [a for a in axes if low.shape[a] >= minsize[a]]
-    low = _thresh_rec(low, axes2, minsize, thr) if axes2 else _soft_pairs(low, thr)
-    high = high.transpose(0, 1).reshape((-1,) + high.shape[2:])  # bands outermost
-    high = _soft_pairs(high, thr).reshape((k - 1, m) + high.shape[1:]).transpose(0, 1)
-    c = torch.cat([low.unsqueeze(1), high], dim=1).reshape((m * k,) + low.shape[1:])
+    low = _thresh_rec(low, axes2, minsize, thr) if axes2 else _soft_bands(low, thr)
+    c = torch.cat([low.unsqueeze(1), _soft_bands(c[:, 1:], thr)], dim=1)
+    c = c.reshape((m * k,) + low.shape[1:])
     for a, n in zip(reversed(axes), reversed(sizes)):
         c = _merge(c, a, n)
     return c
