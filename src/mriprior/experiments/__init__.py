@@ -1,0 +1,1 @@
+"""Runners that produce the figures and tables in docs/."""
