@@ -163,3 +163,15 @@ def test_cli_user_errors(tmp_path, capsys):
     assert main(["pics", str(tmp_path / "n"), str(tmp_path / "s2"), str(tmp_path / "o")]) == 2
     assert "NaN" in capsys.readouterr().err
     assert not (tmp_path / "o.cfl").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: GPU path not run")
+def test_cuda_matches_cpu():
+    from mriprior.physics.espirit import espirit
+    _, maps, mask, ksp = simulated(batch=2)
+    cpu, _ = pics(ksp, maps, "l1", 0.01, 20)
+    gpu, _ = pics(ksp.cuda(), maps.cuda(), "l1", 0.01, 20)
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-4 * float(cpu.abs().max()))
+    m_cpu = espirit(ksp, calib=12, maps=1)
+    m_gpu = espirit(ksp.cuda(), calib=12, maps=1)
+    assert torch.allclose(m_gpu.cpu().abs(), m_cpu.abs(), atol=1e-3)

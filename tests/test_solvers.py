@@ -71,3 +71,17 @@ def test_power_method():
     m = spd_batch(1, 20)[0]
     lam = power_method(lambda v: m @ v, (20,), max_iter=500, dtype=torch.complex128)
     assert abs(lam - float(torch.linalg.eigvalsh(m)[-1])) < 1e-6 * lam
+
+
+def test_tolerance_stops_early():
+    y = torch.randn(2, 50, dtype=torch.complex128)
+    calls = []
+    fista(lambda v: v, y, lambda v, mu: v * 0.9, step=0.5, max_iter=10_000, tol=1e-6,
+          callback=lambda it, x: calls.append(it))
+    assert 0 < len(calls) < 10_000
+    m = spd_batch(1)
+    rhs = torch.randn(1, 12, dtype=torch.complex128)
+    cg_calls = []
+    conjugate_gradient(lambda v: (m @ v.unsqueeze(-1)).squeeze(-1), rhs, max_iter=500, tol=1e-10,
+                       callback=lambda it, x: cg_calls.append(it))
+    assert len(cg_calls) <= 40  # CG on a 12 x 12 system converges in ~12 steps, not 500

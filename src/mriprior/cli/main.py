@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from mriprior import __version__
 from mriprior.errors import InputError
@@ -65,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser(name)
     args = parser.parse_args(argv[1:])
+
+    def _note(message, category, filename, lineno, file=None, line=None):
+        print(f"mriprior {name}: note: {message}", file=sys.stderr)
+
     try:
+        warnings.showwarning = _note
         args._run(args)
     except InputError as e:
         print(f"mriprior {name}: error: {e}", file=sys.stderr)

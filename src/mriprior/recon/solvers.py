@@ -24,6 +24,12 @@ def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d.reshape((-1,) + (1,) * (a.ndim - 1))
 
 
+def _converged(x: torch.Tensor, x_prev: torch.Tensor, tol: float) -> bool:
+    """Every batch item's relative change ||x - x_prev|| / ||x|| is at most tol."""
+    ch = _bdot(x - x_prev, x - x_prev) / torch.clamp(_bdot(x, x), min=1e-30)
+    return bool(torch.all(ch <= tol ** 2))
+
+
 def conjugate_gradient(normal: Op, rhs: torch.Tensor, x0: torch.Tensor | None = None,
                        max_iter: int = 30, tol: float = 0.0, lam: float = 0.0,
                        callback=None) -> torch.Tensor:
@@ -66,24 +72,22 @@ def fista(normal: Op, adj_y: torch.Tensor, prox: Callable[[torch.Tensor, float],
     ``normal`` = A^H A, ``adj_y`` = A^H y, ``prox(v, step)`` = prox of step * g. Each iteration:
     prox, Nesterov momentum ("ravine" step), then a gradient step
     x <- x + step * (A^H y - A^H A x). So the result ends with a gradient step, as BART's does.
-    ``tol``: stop when the relative change of every item is below it.
+    ``tol``: stop when every item's relative change between iterations is below it.
     """
     x = torch.zeros_like(adj_y) if x0 is None else x0.clone()
     old = x.clone()
     t = 1.0
     for it in range(max_iter):
+        x_prev = x
         x = prox(x, step)
         t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
         x, old = x + ((t - 1.0) / t_new) * (x - old), x
         t = t_new
-        x_prev = x
         x = x + step * (adj_y - normal(x))
         if callback is not None:
             callback(it, x)
-        if tol > 0:
-            ch = _bdot(x - x_prev, x - x_prev) / torch.clamp(_bdot(x, x), min=1e-30)
-            if bool(torch.all(ch <= tol ** 2)):
-                break
+        if tol > 0 and _converged(x, x_prev, tol):
+            break
     return x
 
 
@@ -112,10 +116,8 @@ def admm(normal: Op, adj_y: torch.Tensor, D: Callable, Dh: Callable,
         u = u + dx - z
         if callback is not None:
             callback(it, x)
-        if tol > 0:
-            ch = _bdot(x - x_prev, x - x_prev) / torch.clamp(_bdot(x, x), min=1e-30)
-            if bool(torch.all(ch <= tol ** 2)):
-                break
+        if tol > 0 and _converged(x, x_prev, tol):
+            break
     return x
 
 
