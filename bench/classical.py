@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -61,6 +62,12 @@ def best_of(fn, repeat):
 
 def to_t(arr, layout, max_dim=4):
     return torch.from_numpy(np.ascontiguousarray(layout.to_torch(arr, max_dim=max_dim)))
+
+
+def first_image(arr, layout):
+    """First 2D image (map 0) of a BART image file as (1, y, x)."""
+    t = to_t(arr, layout)
+    return t.reshape(-1, *t.shape[-2:])[:1]
 
 
 def map_agreement(a, b, support):
@@ -98,8 +105,8 @@ def run_case(name, work, ksp_file, ref_img, lam, iters, repeat, mriprior_cmd, sc
     xr = (lay.x_dim == 0)
     pics(k, maps_t, "l1", lam, 3, x_is_read=xr)  # warm-up
     (x, scale), t_solve = best_of(lambda: pics(k, maps_t, "l1", lam, iters, x_is_read=xr), repeat)
-    bart_img = to_t(read_cfl(os.path.join(work, "bart_l1")), lay)[0][None]
-    ours_img = to_t(read_cfl(os.path.join(work, "ours_l1")), lay)[0][None]
+    bart_img = first_image(read_cfl(os.path.join(work, "bart_l1")), lay)
+    ours_img = first_image(read_cfl(os.path.join(work, "ours_l1")), lay)
     phase, _ = bart_pics_phase(x.shape[-2:])
     solve_vs_cli = float(np.linalg.norm((x[0] * phase - ours_img).numpy())
                          / np.linalg.norm(ours_img.numpy()))
@@ -130,6 +137,8 @@ def main():
     if shutil.which("bart") is None:
         sys.exit("bart not found: apt-get install -y bart")
     torch.set_num_threads(os.cpu_count() or 1)
+    # both tools shrink the default -r 24 calibration region to the fully sampled centre
+    warnings.filterwarnings("ignore", message="calibration region")
     mriprior_cmd = shutil.which("mriprior") or f"{sys.executable} -m mriprior.cli.main"
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": f"{os.cpu_count()} CPU cores", "torch": torch.__version__,
@@ -146,7 +155,7 @@ def main():
         kfull = to_t(full, lay, 3)[None]
 
         def ref_phantom(k, maps, scale):
-            return sense_combine(kfull, maps, normalize=False) / scale.reshape(-1, 1, 1)
+            return sense_combine(kfull, maps, normalize=False)[:, 0] / scale.reshape(-1, 1, 1)
 
         results["cases"].append(run_case("BART phantom 256x256, 8 coils", work, "ksp",
                                          ref_phantom, args.lambda_phantom, 100, args.repeat,
@@ -158,7 +167,7 @@ def main():
                     shutil.copy(os.path.join(args.data, f + ext), os.path.join(work, "r" + f + ext))
             img = read_cfl(os.path.join(work, "rimg"))
             lay_r = BartLayout.from_dims(img.shape)
-            ref_r = to_t(img, lay_r)[0][None]  # map 0: (1, y, x)
+            ref_r = first_image(img, lay_r)  # ESPIRiT map 0: (1, y, x)
             results["cases"].append(run_case("real brain slice 180x230, 8 coils", work, "rksp",
                                              lambda k, m, s: ref_r, args.lambda_real, 100,
                                              args.repeat, mriprior_cmd, "lsq"))

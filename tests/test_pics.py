@@ -175,3 +175,31 @@ def test_cuda_matches_cpu():
     m_cpu = espirit(ksp, calib=12, maps=1)
     m_gpu = espirit(ksp.cuda(), calib=12, maps=1)
     assert torch.allclose(m_gpu.cpu().abs(), m_cpu.abs(), atol=1e-3)
+
+
+@pytest.mark.parametrize("reg", ["-l1", "-l2"])
+def test_warm_start_matches_bart(bart_case, reg):
+    b = bart_case(64)
+    b("pics", "-l2", "-r", "0.1", "-i", "3", "ksp", "sens", "warm")
+    flags = [reg, "-r", "0.01", "-i", "10", "-W", b.path("warm")]
+    ours, ref = run_both(b, flags, flags)
+    assert rel(ours, ref) < 1e-4
+
+
+@pytest.mark.parametrize("command", ["demo", "phantom", "fft", "poisson", "mask", "ecalib", "cc",
+                                     "pics", "metrics"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: mriprior " + command in capsys.readouterr().out
+
+
+def test_demo_runs_small(tmp_path):
+    import json
+    assert main(["demo", "--size", "64", "--iterations", "10", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert res["L1-wavelet"]["psnr"] > res["zero-filled"]["psnr"] + 3
+    for f in ("demo.png", "ksp.cfl", "sens.hdr", "l1_wavelet.cfl", "reference.cfl"):
+        assert (tmp_path / f).exists()
+    assert main(["demo", "--size", "8", "--out", str(tmp_path)]) == 2
