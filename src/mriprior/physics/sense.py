@@ -44,7 +44,7 @@ class Sense(LinOp):
                                  f"{tuple(maps.shape[:1] + maps.shape[2:])}") from None
         self.mask = mask
         self._shifted = None  # cache for normal(): shifted maps, their conjugate, shifted mask
-        self._buffers = None  # work buffers for normal() without autograd
+        self._buffers = None  # work buffer for normal() without autograd
         self.name = f"Mask * FFT * Sense[{maps.shape[1]} map(s), {maps.shape[2]} coils]"
 
     @property
@@ -73,7 +73,7 @@ class Sense(LinOp):
         For even sizes the shifts cancel: F_c^H M F_c = F^H M0 F with M0 = ifftshift(M) and the
         uncentred FFT F (the image-domain shift by N/2 is a k-space modulation by (-1)^k, which
         commutes with M0 and squares to one). For odd sizes the shifts are folded into
-        pre-shifted maps instead. Without autograd, two k-space-sized buffers are reused.
+        pre-shifted maps instead. Without autograd, a k-space-sized buffer is reused.
         """
         if self.mask is None:
             coil_images = torch.sum(self.maps * self._img5(x), dim=1, keepdim=True)
@@ -94,16 +94,14 @@ class Sense(LinOp):
             shape = torch.broadcast_shapes(maps0.shape[:1], xs.shape[:1]) + maps0.shape[2:]
             if self._buffers is None or self._buffers[0].shape != shape or \
                     self._buffers[0].dtype != x.dtype:
-                self._buffers = (torch.empty(shape, dtype=x.dtype, device=x.device),
-                                 torch.empty(shape, dtype=x.dtype, device=x.device))
-            b1, b2 = self._buffers
+                self._buffers = (torch.empty(shape, dtype=x.dtype, device=x.device),)
+            b1 = self._buffers[0]
             if maps0.shape[1] == 1:
                 torch.mul(maps0[:, 0], xs[:, 0], out=b1)
             else:
                 torch.sum(maps0 * xs, dim=1, out=b1)
-            torch.fft.fft2(b1, out=b2)
-            torch.mul(b2, mask0, out=b1)
-            torch.fft.ifft2(b1, out=b2)
+            torch.mul(torch.fft.fft2(b1), mask0, out=b1)  # FFTs allocate: out= is slower
+            b2 = torch.fft.ifft2(b1)
             out = torch.sum(maps0_conj * b2.unsqueeze(1), dim=2) if self.multi_map else \
                 torch.mul(maps0_conj[:, 0], b2, out=b1).sum(dim=1, keepdim=True)
         if not even:

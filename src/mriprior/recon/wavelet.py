@@ -126,25 +126,37 @@ def _sym_index(n: int) -> torch.Tensor:
 
 @lru_cache(maxsize=16)
 def _weights_2d(dtype, device):
-    """4-band analysis (band, 1, 4, 4) and 2x2 polyphase synthesis (phase, band, 2, 2) kernels.
+    """Polyphase 2x2 analysis (band, phase, 2, 2) and synthesis (phase, band, 2, 2) kernels.
 
     Band and phase channels are numbered ``2 * y_index + x_index``; analysis band 0 is LL.
+    The 4x4 stride-2 analysis filter W acts on the symmetric extension tp as
+    out[j, i] = sum W[ly, lx] tp[2j + ly, 2i + lx]; with ly = 2 qy + py this is a 2x2
+    convolution of the four polyphase components tp[py::2, px::2] with W[2qy + py, 2qx + px].
     """
     h = torch.tensor(DAU2[0], dtype=torch.float64).flip(-1)  # (band, tap), reversed
     g = torch.tensor(DAU2[1], dtype=torch.float64)
-    ana = torch.einsum("ai,bj->abij", h, h).reshape(4, 1, 4, 4)
+    w4 = torch.einsum("ai,bj->abij", h, h).reshape(4, 4, 4)  # (band, ly, lx)
+    ana = w4.reshape(4, 2, 2, 2, 2).permute(0, 2, 4, 1, 3).reshape(4, 4, 2, 2)
     s = torch.stack([g[:, [2, 0]], g[:, [3, 1]]], dim=1)  # (band, parity, 2 taps)
     syn = torch.einsum("api,bqj->pqabij", s, s).reshape(4, 4, 2, 2)  # (py px, ay ax, oy, ox)
     return ana.to(dtype=dtype, device=device), syn.to(dtype=dtype, device=device)
 
 
+@lru_cache(maxsize=64)
+def _polyphase_index(ny: int, nx: int):
+    """Index tensors gathering the 4 polyphase components of the symmetric extension."""
+    iy, ix = _sym_index(ny), _sym_index(nx)
+    idx_y = torch.stack([iy[py::2] for py in (0, 0, 1, 1)])[:, :, None]  # (4, by + 1, 1)
+    idx_x = torch.stack([ix[px::2] for px in (0, 1, 0, 1)])[:, None, :]  # (4, 1, bx + 1)
+    return idx_y, idx_x
+
+
 def _analysis_2d(t: torch.Tensor) -> torch.Tensor:
     """Real ``(M, H, W)`` -> ``(M, 4, (H+3)//2, (W+3)//2)`` (LL, LH, HL, HH)."""
-    iy = _sym_index(t.shape[-2]).to(t.device)
-    ix = _sym_index(t.shape[-1]).to(t.device)
-    tp = t[:, iy[:, None], ix[None, :]].unsqueeze(1)
+    idx_y, idx_x = _polyphase_index(t.shape[-2], t.shape[-1])
+    phases = t[:, idx_y.to(t.device), idx_x.to(t.device)]  # (M, 4, by + 1, bx + 1)
     ana, _ = _weights_2d(t.dtype, t.device)
-    return F.conv2d(tp, ana, stride=2)
+    return F.conv2d(phases, ana)
 
 
 def _synthesis_2d(c: torch.Tensor, h: int, w: int) -> torch.Tensor:
