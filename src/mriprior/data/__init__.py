@@ -1,0 +1,1 @@
+"""Training data: the on-disk dataset format, importers, loader, phase/coil simulation."""
