@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cc": ("mriprior.cli.cc", "SVD coil compression"),
     "pics": ("mriprior.cli.pics", "parallel-imaging compressed-sensing reconstruction"),
     "metrics": ("mriprior.cli.metrics", "PSNR / SSIM / NMSE of a reconstruction vs a reference"),
+    "data": ("mriprior.cli.data", "datasets: import archives, build the open corpus, simulate"),
 }
 
 
