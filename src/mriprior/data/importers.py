@@ -594,7 +594,7 @@ def _coil_combine(k: np.ndarray, combine: str) -> np.ndarray:
     if combine == "rss":
         return np.sqrt(np.sum(np.abs(_ifft2c(k)) ** 2, axis=0)).astype(np.float32)
     from mriprior.physics.espirit import espirit
-    from mriprior.recon.classical import sense_combine
+    from mriprior.physics.sense import sense_combine
 
     calib = min(24, k.shape[-2], k.shape[-1])
     with _torch_single_thread() as torch, warnings.catch_warnings():

@@ -19,7 +19,7 @@ from mriprior.errors import InputError
 from mriprior.physics.fft import fft2c, ifft2c
 from mriprior.physics.linop import LinOp
 
-__all__ = ["Sense"]
+__all__ = ["Sense", "sense_combine"]
 
 
 class Sense(LinOp):
@@ -113,3 +113,16 @@ class Sense(LinOp):
         s = Sense(maps if self.multi_map else maps.squeeze(1),
                   None if self.mask is None else self.mask.to(device=device))
         return s
+
+
+def sense_combine(ksp: torch.Tensor, maps: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Zero-filled SENSE coil combination A^H y (no mask), divided by sum_c |s_c|^2 where that
+    is nonzero when ``normalize``: the least-squares image for fully sampled data."""
+    x = Sense(maps).adjoint(ksp)
+    if normalize:
+        m = maps if maps.ndim == 5 else maps.unsqueeze(1)
+        norm = torch.sum(torch.abs(m) ** 2, dim=2)  # (b, maps, y, x)
+        norm = norm if maps.ndim == 5 else norm.squeeze(1)
+        x = torch.where(norm > 0, x / torch.where(norm > 0, norm, torch.ones_like(norm)),
+                        torch.zeros_like(x))
+    return x

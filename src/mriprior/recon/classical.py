@@ -24,7 +24,7 @@ import torch
 
 from mriprior.errors import InputError
 from mriprior.physics.fft import ifft2c
-from mriprior.physics.sense import Sense
+from mriprior.physics.sense import Sense, sense_combine  # noqa: F401 (re-exported)
 from mriprior.recon.solvers import admm, conjugate_gradient, fista, power_method
 from mriprior.recon.wavelet import WaveletThreshold
 
@@ -121,20 +121,6 @@ def zero_filled_rss(ksp: torch.Tensor) -> torch.Tensor:
     """Root-sum-of-squares of the zero-filled coil images: ``(batch, y, x)`` real."""
     _check_ksp(ksp)
     return torch.sqrt(torch.sum(torch.abs(ifft2c(ksp)) ** 2, dim=1))
-
-
-def sense_combine(ksp: torch.Tensor, maps: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Zero-filled SENSE combination A^H y, divided by sum_c |s_c|^2 where nonzero if normalize."""
-    _check_ksp(ksp)
-    op = Sense(maps)
-    x = op.adjoint(ksp)
-    if normalize:
-        m = maps if maps.ndim == 5 else maps.unsqueeze(1)
-        norm = torch.sum(torch.abs(m) ** 2, dim=2)  # (b, maps, y, x)
-        norm = norm if maps.ndim == 5 else norm.squeeze(1)
-        x = torch.where(norm > 0, x / torch.where(norm > 0, norm, torch.ones_like(norm)),
-                        torch.zeros_like(x))
-    return x
 
 
 def _operator(ksp, maps, mask):
