@@ -1,0 +1,1 @@
+"""Generative image priors: noise-conditional score networks (:mod:`mriprior.priors.networks`)."""
