@@ -2,12 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
+from scipy.spatial import cKDTree
 
 from mriprior.cli.main import main
 from mriprior.errors import InputError
 from mriprior.io.cfl import read_cfl
-from mriprior.physics.masks import (centre_slice, equispaced_1d, poisson_disc, uniform_random,
-                                    variable_density_1d)
+from mriprior.physics.masks import (BART_MIN_DIST, centre_slice, equispaced_1d, poisson_disc,
+                                    poisson_disc_bart, uniform_random, variable_density_1d)
 
 
 @pytest.mark.parametrize("accel", [4, 8, 12])
@@ -100,3 +102,113 @@ def test_cli_writes_bart_layout_and_compares_with_bart(bart, tmp_path):
                  "--acs", "12", str(tmp_path / "eq")]) == 0
     assert read_cfl(str(tmp_path / "eq")).shape == (1, 96, 64)
     assert main(["poisson", "-Y", "64", "-Z", "64", "--accel", "0.5", out]) == 2
+
+
+@pytest.mark.parametrize("accel,vd", [(3.0, True), (2.0, False)])
+def test_poisson_minimum_distance_and_coverage(accel, vd):
+    # BART's model has a closed-form disc radius r(pixel), so the Poisson-disc property can be
+    # checked pair by pair: samples sit on a 4x finer grid and are floored to pixels (each axis
+    # moves < 0.75 px), radii are dithered by 5 %, stencil radii rounded to 1/32 px.
+    n = 128
+    m = poisson_disc_bart((n, n), accel, accel, calib=0, seed=1, variable_density=vd)
+
+    def radius(p):
+        g = 1 + (20 * (((p - n // 2) / accel) ** 2).sum(1) / n ** 2 if vd else 0)
+        return BART_MIN_DIST * accel * np.broadcast_to(g, len(p))
+
+    pts = np.argwhere(m.array)
+    r = radius(pts)
+    tree = cKDTree(pts)
+    pairs = np.array(sorted(tree.query_pairs(r.max())))
+    dist = np.linalg.norm(pts[pairs[:, 0]] - pts[pairs[:, 1]], axis=1)
+    rmin = np.minimum(r[pairs[:, 0]], r[pairs[:, 1]])
+    assert np.all(dist >= 0.95 * rmin - 1 / 32 - 0.75 * np.sqrt(2))
+    # and the disc packing is tight: every pixel lies within two local radii of a sample
+    grid = np.argwhere(np.ones((n, n), bool))
+    nearest, _ = tree.query(grid)
+    assert np.all(nearest <= 2 * radius(grid))
+
+
+def test_bart_model_per_axis_acceleration():
+    iso = poisson_disc_bart((128, 128), 2, 2, calib=0, seed=0)
+    ani = poisson_disc_bart((128, 128), 4, 1, calib=0, seed=0)
+    assert ani.accel == pytest.approx(iso.accel, rel=0.15)  # same disc area
+    # the exclusion ellipse is 4x longer along axis 0 (-y 4): close pairs (gap <= 2 px) are far
+    # more frequent within rows than within columns
+    col_gaps = np.concatenate([np.diff(np.flatnonzero(c)) for c in ani.array.T])
+    row_gaps = np.concatenate([np.diff(np.flatnonzero(r)) for r in ani.array])
+    assert np.mean(row_gaps <= 2) > 2 * np.mean(col_gaps <= 2)
+    assert poisson_disc_bart((128, 128), 2, 2, calib=0, seed=0, ellipse=True).accel > iso.accel
+
+
+def test_mask_type_tensor_and_bart_layout():
+    m = poisson_disc((64, 48), 4, calib=8, seed=0)
+    t = m.tensor()
+    assert t.shape == (64, 48) and t.dtype == torch.float32 and set(t.unique().tolist()) <= {0, 1}
+    assert m.n_sampled == int(t.sum()) and m.target == 4 and m.kind == "poisson"
+    b = m.to_bart()
+    assert b.shape == (1, 64, 48) and b.dtype == np.complex64
+    assert np.array_equal(b[0].real > 0, m.array)
+    with pytest.raises(ValueError):
+        m.array[0, 0] = True  # read-only
+
+
+def test_1d_masks_deterministic_and_vd_denser_in_centre():
+    shape = (256, 32)
+    a = variable_density_1d(shape, 4, 16, seed=5)
+    assert np.array_equal(a.array, variable_density_1d(shape, 4, 16, seed=5).array)
+    assert not np.array_equal(a.array, variable_density_1d(shape, 4, 16, seed=6).array)
+    assert a.accel == 4.0  # exactly 64 lines
+    # averaged over seeds, lines near the centre (outside the ACS) are sampled more often
+    freq = np.mean([variable_density_1d(shape, 4, 16, seed=s).array[:, 0] for s in range(20)], 0)
+    off = np.abs(np.arange(256) - 128)
+    assert freq[(off >= 8) & (off < 40)].mean() > 2 * freq[off >= 90].mean()
+    e1, e2 = equispaced_1d(shape, 4, 16, seed=0), equispaced_1d(shape, 4, 16, offset=1)
+    assert np.array_equal(e1.array, equispaced_1d(shape, 4, 16, seed=0).array)
+    assert e2.array[1::4, 0].all() and e2.accel < 4
+    r1, r2 = uniform_random(shape, 3, seed=0), uniform_random(shape, 3, seed=1)
+    assert not np.array_equal(r1.array, r2.array) and r1.n_sampled == round(256 * 32 / 3)
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: poisson_disc((64, 64), 0.9), "accel"),
+    (lambda: poisson_disc((64, 64, 2), 4), "shape"),
+    (lambda: poisson_disc((64, 64), 4, calib=(80, 8)), "calib"),
+    (lambda: poisson_disc((64, 64), 4, seed=-1), "seed"),
+    (lambda: poisson_disc((64, 64), 5000, calib=0), "accel"),
+    (lambda: poisson_disc_bart((64, 64), 2, 0.5), "accel_z"),
+    (lambda: variable_density_1d((64, 64), 4, 65), "acs_lines"),
+    (lambda: variable_density_1d((64, 64), 4, 40), "acs_lines"),
+    (lambda: variable_density_1d((64,), 4, 8), "shape"),
+    (lambda: equispaced_1d((64, 64), 4, 8, offset=4), "offset"),
+    (lambda: equispaced_1d((64, 64), 0, 8), "accel"),
+    (lambda: uniform_random((8, 8), 2, calib=9), "calib"),
+])
+def test_bad_parameters_name_the_parameter(call, name):
+    with pytest.raises(InputError, match=name):
+        call()
+
+
+def test_cli_accel_target_and_line_mask(tmp_path, capsys):
+    out = str(tmp_path / "pd")
+    assert main(["poisson", "-Y", "96", "-Z", "80", "--accel", "6", "-C", "12", "-v", "-e",
+                 out]) == 0
+    m = read_cfl(out)
+    assert m.shape == (1, 96, 80) and set(np.unique(m)) <= {0, 1}
+    r = m.size / np.abs(m).sum()
+    err = capsys.readouterr().err
+    assert abs(r - 6) / 6 < 0.03 and f"R = {r:.3f}" in err
+    assert main(["poisson", "-y", "2", "--accel", "4", out]) == 2
+    assert "--accel" in capsys.readouterr().err
+    # -Z 1: a 1 x Y x 1 line mask that broadcasts over the readout of 2D BART k-space X x Y
+    assert main(["mask", "--type", "vd1d", "-Y", "128", "-Z", "1", "--accel", "4", "--acs", "16",
+                 "-s", "3", str(tmp_path / "vd")]) == 0
+    v = read_cfl(str(tmp_path / "vd"))
+    assert v.shape == (1, 128) and np.abs(v).sum() == 32
+    assert np.array_equal(v[0].real > 0, variable_density_1d((128, 1), 4, 16, seed=3).array[:, 0])
+    assert main(["mask", "--type", "random", "-Y", "32", "-Z", "32", "--accel", "4", "--acs", "8",
+                 str(tmp_path / "rnd")]) == 0
+    assert np.abs(read_cfl(str(tmp_path / "rnd"))[0, 12:20, 12:20]).min() == 1
+    assert main(["mask", "--type", "vd1d", "-Y", "32", "-Z", "8", "--accel", "2", "--acs", "40",
+                 str(tmp_path / "bad")]) == 2
+    assert "--acs 40" in capsys.readouterr().err

@@ -81,3 +81,11 @@ def test_cli(tmp_path, capsys):
     write_cfl(tmp_path / "other", np.ones((20, 15), np.complex64))
     assert main(["metrics", str(tmp_path / "ref"), str(tmp_path / "other")]) == 2
     assert "20 x 15" in capsys.readouterr().err
+
+
+def test_degenerate_inputs_raise_input_error():
+    with pytest.raises(InputError, match="at least 7 x 7"):
+        evaluate(np.ones((4, 4)), np.ones((4, 4)))
+    assert psnr(np.ones((4, 4)), np.ones((4, 4))) == math.inf  # PSNR needs no window
+    with pytest.raises(InputError, match="zero everywhere"):
+        psnr(np.zeros((2, 8, 8)) + np.arange(2)[:, None, None], np.ones((2, 8, 8)))

@@ -47,6 +47,9 @@ def _prepare(ref, rec, scale, mask):
     if r.shape != x.shape:
         raise InputError(f"shape mismatch: reference {r.shape[1:] if r.shape[0] == 1 else r.shape}"
                          f" vs reconstruction {x.shape[1:] if x.shape[0] == 1 else x.shape}")
+    if not (r.reshape(len(r), -1).max(axis=1) > 0).all():
+        raise InputError("reference: an image is zero everywhere, so its data range max |ref| "
+                         "is 0 and PSNR / SSIM are undefined")
     if mask is None:
         m = np.ones(r.shape, dtype=bool)
     else:
@@ -74,11 +77,17 @@ def _psnr(r, x, m):
     return math.inf if mse == 0 else 20 * math.log10(peak) - 10 * math.log10(mse)
 
 
+_WIN = 7  # scikit-image's default SSIM window, as fastMRI uses it
+
+
 def _ssim(r, x, m):
+    if min(r.shape) < _WIN:
+        raise InputError(f"SSIM needs images of at least {_WIN} x {_WIN} (its window); "
+                         f"got {r.shape[0]} x {r.shape[1]}")
     mssim, smap = structural_similarity(r, x, data_range=float(r.max()), full=True)
     if m.all():
         return float(mssim)  # scikit-image's mean excludes the (win_size - 1) // 2 border
-    pad = 3
+    pad = (_WIN - 1) // 2
     inner = np.zeros_like(m)
     inner[pad:-pad, pad:-pad] = True
     sel = m & inner

@@ -307,10 +307,11 @@ def poisson_disc(shape, accel: float, calib=(20, 20), seed: int = 0,
     c = _calib(calib, shape)
     cal = _calib_array(shape, c)
     n_total = shape[0] * shape[1]
-    if target * max(int(cal.sum()), 1) >= n_total:
-        raise InputError(
-            f"accel={accel!r} is out of reach with calib={calib!r}: the calibration block alone "
-            f"gives R = {n_total / max(int(cal.sum()), 1):.3g}")
+    n_fixed = max(int(cal.sum()), 1)  # the calibration block, or the centre point seeding growth
+    if target * n_fixed > n_total:
+        what = "the calibration block alone" if cal.any() else "a single sample"
+        raise InputError(f"accel={accel!r} is out of reach with calib={calib!r} on {shape}: "
+                         f"{what} gives R = {n_total / n_fixed:.4g}")
     _rng(seed)
     allowed = _ellipse(shape) if ellipse else np.ones(shape, dtype=bool)
     dy, dx = _offsets(shape)
@@ -417,6 +418,8 @@ def variable_density_1d(shape, accel: float, acs_lines: int = 24, seed: int = 0,
         raise InputError(f"decay={decay!r}: must be a number >= 0")
     rng = _rng(seed)
     ny = shape[0]
+    if target > ny:
+        raise InputError(f"accel={accel!r} is out of reach: one line of the {ny} gives R = {ny}")
     n_lines = max(int(round(ny / target)), 1)
     if n_lines < acs.sum():
         raise InputError(f"accel={accel!r} is out of reach with acs_lines={acs_lines}: the ACS "
@@ -464,6 +467,9 @@ def uniform_random(shape, accel: float, calib=None, seed: int = 0) -> Mask:
     cal = _calib_array(shape, _calib(calib, shape))
     rng = _rng(seed)
     n_total = shape[0] * shape[1]
+    if target > n_total:
+        raise InputError(f"accel={accel!r} is out of reach: one point of the {shape} grid gives "
+                         f"R = {n_total}")
     n = max(int(round(n_total / target)), 1)
     if n < cal.sum():
         raise InputError(f"accel={accel!r} is out of reach with calib={calib!r}: the "
