@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pics": ("mriprior.cli.pics", "parallel-imaging compressed-sensing reconstruction"),
     "metrics": ("mriprior.cli.metrics", "PSNR / SSIM / NMSE of a reconstruction vs a reference"),
     "data": ("mriprior.cli.data", "datasets: import archives, build the open corpus, simulate"),
+    "train": ("mriprior.cli.train", "train a score prior from a YAML config"),
 }
 
 

@@ -1,0 +1,317 @@
+"""Training-run configuration: one YAML file per run, validated against a schema written here.
+
+A config has six sections (every key of every section is listed in :data:`SCHEMA`, with its type
+and default; ``model`` is checked by building the network)::
+
+    model:      {preset: cpu-small, ...overrides}  or  {type: unet, ...network_from_config keys}
+    data:       {path, split, crop, channels: complex|magnitude, flips, num_workers}
+    diffusion:  {type: ve, sigma_min, sigma_max, t_eps}  or  {type: vp, beta_min, beta_max, t_eps}
+    optim:      {lr, betas, eps, weight_decay, grad_clip, warmup_steps, schedule, min_lr}
+    train:      {batch_size, steps, save_every, keep_last, ema_decay, seed, log_every, output,
+                 amp, device}
+    heldout:    {every, n_images, sigmas, split}
+
+Errors are :class:`~mriprior.errors.InputError` naming the key path, e.g.
+``optim.lerning_rate: unknown key`` or ``train.steps: expected int, got str``.
+
+Resolution: ``model`` becomes the full ``network_from_config`` mapping (the preset expanded, the
+network's own normalised ``config``); relative ``data.path`` and ``train.output`` are resolved
+against the config file's folder (against ``base_dir`` for an in-memory mapping); omitted keys
+take their defaults; keys of the other diffusion type are rejected. The resolved config is a
+plain JSON-able dict; validating it again returns it unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mriprior.errors import InputError
+
+__all__ = ["SCHEMA", "SECTIONS", "load_config", "validate_config", "apply_overrides"]
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key: ``kind`` (int, float, bool, str, a tuple of choices, "floats",
+    "float_pair", "crop"), its default (``_REQUIRED`` if none), whether ``None`` is allowed, and an
+    optional extra check returning an error message or None."""
+
+    kind: Any
+    default: Any = _REQUIRED
+    nullable: bool = False
+    check: Callable[[Any], str | None] | None = None
+    doc: str = ""
+
+
+def _positive(v):
+    return None if v > 0 else f"must be > 0, got {v}"
+
+
+def _at_least(n):
+    return lambda v: None if v >= n else f"must be >= {n}, got {v}"
+
+
+def _unit_interval_open(v):
+    return None if 0 <= v < 1 else f"must be in [0, 1), got {v}"
+
+
+def _betas(v):
+    return None if all(0 <= b < 1 for b in v) else f"must be two numbers in [0, 1), got {v}"
+
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "data": {
+        "path": Field(str, doc="dataset folder (relative: to the config file)"),
+        "split": Field(("train", "val", "test"), "train", nullable=True,
+                       doc="training split (null: all slices)"),
+        "crop": Field("crop", None, nullable=True, doc="int or [y, x]; null: whole slices"),
+        "channels": Field(("complex", "magnitude"), "complex"),
+        "flips": Field(bool, True),
+        "num_workers": Field(int, 2, check=_at_least(0)),
+    },
+    "diffusion": {
+        "type": Field(("ve", "vp"), "ve"),
+        "sigma_min": Field(float, 0.01, check=_positive, doc="ve only"),
+        "sigma_max": Field(float, 1.0, check=_positive, doc="ve only"),
+        "beta_min": Field(float, 0.1, check=_positive, doc="vp only"),
+        "beta_max": Field(float, 20.0, check=_positive, doc="vp only"),
+        "t_eps": Field(float, 1e-5, check=_unit_interval_open),
+    },
+    "optim": {
+        "lr": Field(float, 2e-4, check=_positive),
+        "betas": Field("float_pair", [0.9, 0.999], check=_betas),
+        "eps": Field(float, 1e-8, check=_positive),
+        "weight_decay": Field(float, 0.0, check=_at_least(0)),
+        "grad_clip": Field(float, 1.0, nullable=True, check=_positive,
+                           doc="max global gradient norm; null: no clipping"),
+        "warmup_steps": Field(int, 0, check=_at_least(0), doc="linear warm-up from 0"),
+        "schedule": Field(("cosine", "constant"), "cosine",
+                          doc="after warm-up: cosine from lr to min_lr at train.steps"),
+        "min_lr": Field(float, 0.0, check=_at_least(0)),
+    },
+    "train": {
+        "batch_size": Field(int, 8, check=_at_least(1), doc="per rank"),
+        "steps": Field(int, check=_at_least(1), doc="total optimiser steps"),
+        "save_every": Field(int, 1000, check=_at_least(1)),
+        "keep_last": Field(int, 3, check=_at_least(1)),
+        "ema_decay": Field(float, 0.999, check=_unit_interval_open),
+        "seed": Field(int, 0, check=_at_least(0)),
+        "log_every": Field(int, 10, check=_at_least(1)),
+        "output": Field(str, doc="run folder (relative: to the config file)"),
+        "amp": Field(bool, True, doc="mixed precision (CUDA only; ignored on CPU)"),
+        "device": Field(("auto", "cpu", "cuda"), "auto"),
+    },
+    "heldout": {
+        "every": Field(int, 0, check=_at_least(0), doc="steps between evaluations; 0: off"),
+        "n_images": Field(int, 8, check=_at_least(1)),
+        "sigmas": Field("floats", [0.01, 0.1, 1.0],
+                        check=lambda v: None if v and all(s > 0 for s in v)
+                        else f"must be a non-empty list of positive numbers, got {v}"),
+        "split": Field(("train", "val", "test"), "val"),
+    },
+}
+SECTIONS = ("model",) + tuple(SCHEMA)
+REQUIRED_SECTIONS = ("model", "data", "train")
+_DIFFUSION_KEYS = {"ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max")}
+
+
+def _tname(v) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _coerce(path: str, f: Field, v):
+    if v is None:
+        if f.nullable:
+            return None
+        raise InputError(f"{path}: must not be null")
+    k = f.kind
+    if k is int:
+        if not _is_int(v):
+            raise InputError(f"{path}: expected int, got {_tname(v)}")
+    elif k is float:
+        if not _is_num(v):
+            raise InputError(f"{path}: expected number, got {_tname(v)}")
+        v = float(v)
+    elif k is bool:
+        if not isinstance(v, bool):
+            raise InputError(f"{path}: expected bool, got {_tname(v)}")
+    elif k is str:
+        if not isinstance(v, str) or not v:
+            raise InputError(f"{path}: expected non-empty str, got {_tname(v)}")
+    elif isinstance(k, tuple):
+        if v not in k:
+            raise InputError(f"{path}: expected one of {list(k)}, got {v!r}")
+    elif k in ("floats", "float_pair"):
+        if not isinstance(v, (list, tuple)) or not all(_is_num(x) for x in v):
+            raise InputError(f"{path}: expected a list of numbers, got {_tname(v)} {v!r}")
+        v = [float(x) for x in v]
+        if k == "float_pair" and len(v) != 2:
+            raise InputError(f"{path}: expected two numbers, got {len(v)}")
+    elif k == "crop":
+        if _is_int(v):
+            v = [v, v]
+        if not isinstance(v, (list, tuple)) or len(v) != 2 or not all(_is_int(x) for x in v):
+            raise InputError(f"{path}: expected an int or [y, x] ints, got {v!r}")
+        v = [int(x) for x in v]
+        if min(v) < 1:
+            raise InputError(f"{path}: must be positive, got {v}")
+    else:  # pragma: no cover - schema error
+        raise AssertionError(k)
+    if f.check is not None:
+        msg = f.check(v)
+        if msg:
+            raise InputError(f"{path}: {msg}")
+    return v
+
+
+def _section(name: str, raw: Any) -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{name}: expected a mapping, got {_tname(raw)}")
+    schema = SCHEMA[name]
+    for key in raw:
+        if key not in schema:
+            raise InputError(f"{name}.{key}: unknown key (known: {', '.join(schema)})")
+    out = {}
+    for key, f in schema.items():
+        path = f"{name}.{key}"
+        if key in raw:
+            out[key] = _coerce(path, f, raw[key])
+        elif f.default is _REQUIRED:
+            raise InputError(f"{path}: required key missing")
+        else:
+            out[key] = copy.deepcopy(f.default)
+    return out
+
+
+def _model(raw: Any, channels: str) -> dict:
+    from mriprior.priors.networks import _CONSTRUCTOR_KEYS, PRESETS, network_from_config
+
+    if not isinstance(raw, Mapping):
+        raise InputError(f"model: expected a mapping, got {_tname(raw)}")
+    raw = dict(raw)
+    if "preset" in raw:
+        name = raw.pop("preset")
+        if name not in PRESETS:
+            raise InputError(f"model.preset: unknown preset {name!r} (known: "
+                             f"{', '.join(sorted(PRESETS))})")
+        if "type" in raw and raw["type"] != PRESETS[name]["type"]:
+            raise InputError(f"model.type: {raw['type']!r} contradicts preset {name!r}")
+        mapping = {**PRESETS[name], **raw}
+    else:
+        if "type" not in raw:
+            raise InputError("model: needs 'preset' or 'type' (a network_from_config mapping)")
+        mapping = raw
+    kind = mapping.get("type")
+    if kind not in _CONSTRUCTOR_KEYS:
+        raise InputError(f"model.type: unknown network type {kind!r} (known: "
+                         f"{', '.join(sorted(_CONSTRUCTOR_KEYS))})")
+    for key in mapping:
+        if key != "type" and key not in _CONSTRUCTOR_KEYS[kind]:
+            raise InputError(f"model.{key}: unknown key (known: preset, type, "
+                             f"{', '.join(_CONSTRUCTOR_KEYS[kind])})")
+    try:
+        net = network_from_config(mapping)  # checks every value (types, ranges)
+    except InputError as e:
+        raise InputError(f"model: {e}") from None
+    except TypeError as e:
+        raise InputError(f"model: {e}") from None
+    cfg = dict(net.config)
+    need = 2 if channels == "complex" else 1
+    if cfg["in_channels"] != need or cfg["out_channels"] != need:
+        raise InputError(f"model.in_channels: the network has {cfg['in_channels']} input / "
+                         f"{cfg['out_channels']} output channels, data.channels "
+                         f"{channels!r} needs {need}")
+    if cfg.get("cond_channels", 0):
+        raise InputError("model.cond_channels: conditional networks are not trained by "
+                         "`mriprior train`")
+    return cfg
+
+
+def _resolve_path(p: str, base_dir: Path) -> str:
+    q = Path(p).expanduser()
+    return str(q if q.is_absolute() else (base_dir / q).resolve())
+
+
+def validate_config(raw: Any, base_dir=".") -> dict:
+    """Validate a config mapping (as read from YAML) and return the resolved config."""
+    if not isinstance(raw, Mapping):
+        raise InputError(f"config: expected a mapping of sections, got {_tname(raw)}")
+    for key in raw:
+        if key not in SECTIONS:
+            raise InputError(f"{key}: unknown section (known: {', '.join(SECTIONS)})")
+    for key in REQUIRED_SECTIONS:
+        if key not in raw:
+            raise InputError(f"{key}: required section missing")
+    base_dir = Path(base_dir)
+    out: dict[str, Any] = {}
+    for name in SCHEMA:
+        out[name] = _section(name, raw.get(name))
+    d = out["diffusion"]
+    given = raw.get("diffusion") or {}
+    other = "vp" if d["type"] == "ve" else "ve"
+    for key in _DIFFUSION_KEYS[other]:
+        if key in given:
+            raise InputError(f"diffusion.{key}: not used by diffusion type {d['type']!r}")
+        del d[key]
+    lo, hi = _DIFFUSION_KEYS[d["type"]]
+    if not d[lo] < d[hi]:
+        raise InputError(f"diffusion.{lo}: must be < diffusion.{hi} ({d[lo]} >= {d[hi]})")
+    if out["optim"]["min_lr"] > out["optim"]["lr"]:
+        raise InputError(f"optim.min_lr: must be <= optim.lr ({out['optim']['min_lr']} > "
+                         f"{out['optim']['lr']})")
+    out["data"]["path"] = _resolve_path(out["data"]["path"], base_dir)
+    out["train"]["output"] = _resolve_path(out["train"]["output"], base_dir)
+    out["model"] = _model(raw["model"], out["data"]["channels"])
+    return {k: out[k] for k in SECTIONS}
+
+
+def apply_overrides(raw: Mapping, overrides: Mapping[str, Any]) -> dict:
+    """Return a copy of ``raw`` with ``{"section.key": value}`` set (validated afterwards)."""
+    raw = copy.deepcopy(dict(raw))
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        sec = raw.get(section)
+        sec = dict(sec) if isinstance(sec, Mapping) else {}
+        sec[key] = value
+        raw[section] = sec
+    return raw
+
+
+def load_config(path, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Read a YAML config, apply ``overrides`` (``{"train.steps": 10}``), validate, resolve."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{p}: config file not found") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read config ({e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InputError(f"{p}: invalid YAML ({e})") from None
+    if overrides:
+        raw = apply_overrides(raw if isinstance(raw, Mapping) else {}, overrides)
+    try:
+        return validate_config(raw, base_dir=p.resolve().parent)
+    except InputError as e:
+        raise InputError(f"{p}: {e}") from None
