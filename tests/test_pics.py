@@ -187,7 +187,7 @@ def test_warm_start_matches_bart(bart_case, reg):
 
 
 @pytest.mark.parametrize("command", ["demo", "phantom", "fft", "poisson", "mask", "ecalib", "cc",
-                                     "pics", "metrics", "data", "train"])
+                                     "pics", "metrics", "data", "train", "sample"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])

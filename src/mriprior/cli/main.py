@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "metrics": ("mriprior.cli.metrics", "PSNR / SSIM / NMSE of a reconstruction vs a reference"),
     "data": ("mriprior.cli.data", "datasets: import archives, build the open corpus, simulate"),
     "train": ("mriprior.cli.train", "train a score prior from a YAML config"),
+    "sample": ("mriprior.cli.sample", "draw samples from a trained prior into a PNG grid"),
 }
 
 
