@@ -196,8 +196,18 @@ def append_docs(results):
             f"{p['relative_difference_ours_vs_bart']:.1e} | "
             f"{p['bart_command_s']:.2f} / {p['ours_command_s']:.2f} / {p['ours_solve_s']:.2f} s"
             f" | {p['ratio_command']:.2f} / {p['ratio_solve']:.2f} | `{cmd}` |")
-    with open(path, "a") as f:
-        f.write("\n".join(rows) + "\n")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    # insert after the last row of the classical table (the one whose header names "ecalib")
+    start = next(i for i, line in enumerate(lines) if line.startswith("| date | case | ecalib"))
+    end = start + 1
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    lines[end:end] = rows
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
