@@ -1,0 +1,20 @@
+"""experiments.train_report: summary and figure from a run's log.jsonl."""
+
+import json
+
+from mriprior.experiments.train_report import main, read_log, summarise
+
+
+def test_summary_and_plot(tmp_path, capsys):
+    recs = [{"step": s, "loss": 1.0 / s, "images_per_s": 4.0 + i % 2}
+            for i, s in enumerate(range(10, 110, 10))]
+    recs.append({"step": 100, "heldout": {"0.01": 0.9, "0.1": 0.5, "1.0": 0.2}})
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    s = summarise(read_log(tmp_path))
+    assert s["steps"] == 100 and s["final_loss"] == 0.01
+    assert s["mean_images_per_s"] == 4.5
+    assert s["heldout"] == [{"step": 100, "loss": {"0.01": 0.9, "0.1": 0.5, "1.0": 0.2}}]
+    out = tmp_path / "curve.png"
+    main([str(tmp_path), "--out", str(out)])
+    assert out.stat().st_size > 2000
+    assert json.loads(capsys.readouterr().out)["steps"] == 100
