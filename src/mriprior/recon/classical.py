@@ -45,7 +45,7 @@ def _check_ksp(ksp: torch.Tensor, name: str = "k-space"):
         raise InputError(f"{name} contains NaN or Inf values")
 
 
-def _calib_box(pattern: torch.Tensor, dims, calsize, read_axis):
+def _calib_box(pattern: torch.Tensor, dims, calsize):
     """BART's calib_geom: grow a centred box, one step per axis in turn, while fully sampled.
 
     ``pattern`` is a bool tensor over ``dims`` (BART order: READ first); returns (size, pos).
@@ -92,7 +92,7 @@ def bart_scaling(ksp: torch.Tensor, x_is_read: bool = True, calsize: int = 32) -
             tmp_pos.append((d - td) // 2)
         tmp = kb[(slice(None),) + tuple(slice(p, p + d) for p, d in zip(tmp_pos, tmp_dims))]
         pattern = (tmp != 0).any(dim=0)
-        cal, pos = _calib_box(pattern, tmp_dims, [calsize] * len(dims), read_axis=0)
+        cal, pos = _calib_box(pattern, tmp_dims, [calsize] * len(dims))
         # move along readout to the position of maximum energy
         energy_best, best = 0.0, 0
         for r in range(tmp_dims[0] - cal[0] + 1):
