@@ -45,12 +45,16 @@ def conjugate_gradient(normal: Op, rhs: torch.Tensor, x0: torch.Tensor | None = 
     p = r.clone()
     rs = _bdot(r, r)
     rs0 = _bdot(rhs, rhs)
+    # An item whose residual reached rounding level stops moving: past that point r has
+    # components in N's null space and p^H N p ~ 0 would give a meaningless step.
+    floor = (8 * torch.finfo(rs.dtype).eps) ** 2 * rs0
     for it in range(max_iter):
         if tol > 0 and bool(torch.all(rs <= (tol ** 2) * rs0)):
             break
         ap = op(p)
         pap = _bdot(p, ap)
-        alpha = torch.where(pap > 0, rs / torch.where(pap > 0, pap, torch.ones_like(pap)),
+        ok = (pap > 0) & (rs > floor)
+        alpha = torch.where(ok, rs / torch.where(ok, pap, torch.ones_like(pap)),
                             torch.zeros_like(pap))
         x = x + alpha * p
         r = r - alpha * ap

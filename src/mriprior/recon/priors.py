@@ -1,0 +1,191 @@
+"""Image priors as reconstruction sees them: one small interface over trained and analytic priors.
+
+Images are complex ``(batch, y, x)`` (or ``(batch, maps, y, x)``: the maps are treated as
+independent images) in the **prior's normalisation** (max magnitude ~ 1, see
+:mod:`mriprior.priors.export`); the reconstruction methods scale the data to it and back.
+
+An :class:`ImagePrior` offers
+
+``score(x, sigma)``
+    ``grad_x log p_sigma(x)`` of the prior smoothed by complex Gaussian noise with per-component
+    standard deviation ``sigma`` (the VE-like convention of :mod:`mriprior.diffusion`), complex,
+    same shape as ``x`` (``d/dRe + i d/dIm``). ``sigma`` is a number.
+``reg_grad(x)``
+    the gradient of the regulariser a PICS reconstruction adds to its data term (see
+    :func:`mriprior.recon.prior_pics`): for a diffusion prior the RED form
+    ``x - D(x, sigma_r) = -sigma_r^2 score(x, sigma_r)`` (dimensionless step weights, stable for
+    ``step * lam <= 1``); for an explicit-likelihood prior the gradient of its NLL in nats.
+``reg_lipschitz``
+    a Lipschitz bound of ``reg_grad`` (1 for the RED form), which sets PICS's default step.
+``sigma_min``, ``sigma_max``
+    the noise range the prior was trained on (None for priors without noise levels).
+``nfe``
+    network evaluations so far (one batched call counts once), for benchmarks.
+
+:class:`DiffusionPrior` wraps an exported score network (complex 2-channel, or magnitude
+1-channel, whose score is carried to the complex image by the chain rule through ``|x|``);
+it zero-pads images to the network's size multiple and crops the result, so any image size
+works. :class:`GaussianPrior` is the analytic prior ``x ~ N(mean, var)`` per real component,
+whose posteriors are known in closed form (tests, examples).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mriprior.errors import InputError
+
+__all__ = ["ImagePrior", "DiffusionPrior", "GaussianPrior", "load_image_prior"]
+
+
+class ImagePrior:
+    """Base class; subclasses implement :meth:`score` and/or :meth:`nll`."""
+
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    reg_sigma: float | None = None
+    reg_lipschitz: float = 1.0  # Lipschitz bound of reg_grad, sets prior_pics' default step
+
+    def __init__(self):
+        self.nfe = 0
+
+    def score(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no score function")
+
+    def nll(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no explicit likelihood")
+
+    def reg_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """Gradient of the PICS regulariser at ``x`` (see the module docstring)."""
+        if self.reg_sigma is not None:
+            return -(self.reg_sigma ** 2) * self.score(x, self.reg_sigma)
+        with torch.enable_grad():
+            v = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.nll(v).sum(), v)
+        return g.detach()
+
+
+def _as_images(x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """``(b, y, x)`` or ``(b, m, y, x)`` -> ``(b*m, y, x)`` and the shape to restore."""
+    if not x.is_complex() or x.ndim not in (3, 4):
+        raise InputError(f"prior images must be complex (batch, y, x) or (batch, maps, y, x), "
+                         f"got {x.dtype} {tuple(x.shape)}")
+    return x.reshape(-1, *x.shape[-2:]), x.shape
+
+
+class DiffusionPrior(ImagePrior):
+    """A trained score network (from :func:`mriprior.priors.load_prior`) as an image prior.
+
+    Args:
+        net, meta: the network and sidecar returned by ``load_prior``.
+        reg_sigma: the noise level whose denoiser defines :meth:`reg_grad` (default: 2 x the
+            prior's ``sigma_min``, where the network is trained well and still sharp).
+        max_batch: split larger batches into chunks of this many images (memory on CPU).
+    """
+
+    def __init__(self, net: torch.nn.Module, meta: dict, reg_sigma: float | None = None,
+                 max_batch: int | None = None):
+        super().__init__()
+        from mriprior.diffusion.losses import ScoreModel
+
+        if meta.get("parametrisation") not in ("score", "eps"):
+            raise InputError(f"prior parametrisation {meta.get('parametrisation')!r} is not a "
+                             "diffusion prior")
+        self.model = ScoreModel(net.eval(), meta["parametrisation"])
+        self.meta = meta
+        diff = meta["diffusion"]
+        if diff["type"] == "ve":
+            self.sigma_min, self.sigma_max = float(diff["sigma_min"]), float(diff["sigma_max"])
+        else:  # VP in the VE-like form: sigma(t) over t in [1e-3, 1]
+            from mriprior.diffusion.schedules import vp_sigma
+            b0, b1 = diff.get("beta_min", 0.1), diff.get("beta_max", 20.0)
+            self.sigma_min = float(vp_sigma(torch.tensor(1e-3), b0, b1))
+            self.sigma_max = float(vp_sigma(torch.tensor(1.0), b0, b1))
+        self.reg_sigma = float(reg_sigma) if reg_sigma is not None else 2 * self.sigma_min
+        self.channels = int(getattr(net, "config", {}).get("in_channels", 2))
+        if self.channels not in (1, 2):
+            raise InputError(f"prior network has {self.channels} input channels; expected 2 "
+                             "(complex) or 1 (magnitude)")
+        self.multiple = int(getattr(net, "size_multiple", 1))
+        self.max_batch = max_batch
+        p = next(net.parameters(), None)
+        self.device = p.device if p is not None else torch.device("cpu")
+        self.dtype = p.dtype if p is not None else torch.float32
+
+    def _net_score(self, v: torch.Tensor, sigma: float) -> torch.Tensor:
+        """Score of the network's own variable (complex image, or real magnitude)."""
+        h, w = v.shape[-2:]
+        ph, pw = (-h) % self.multiple, (-w) % self.multiple
+        if ph or pw:  # zero padding (air) around the field of view, centred
+            pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+            v = (torch.complex(F.pad(v.real, pad), F.pad(v.imag, pad)) if v.is_complex()
+                 else F.pad(v, pad))
+        out = []
+        step = self.max_batch or v.shape[0]
+        for i in range(0, v.shape[0], step):
+            out.append(self.model.score(v[i:i + step], sigma))
+        s = torch.cat(out)
+        if ph or pw:
+            s = s[..., ph // 2: ph // 2 + h, pw // 2: pw // 2 + w]
+        return s
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        imgs, shape = _as_images(x)
+        work = imgs.to(device=self.device, dtype=torch.complex64 if self.dtype == torch.float32
+                       else torch.complex128)
+        self.nfe += 1
+        if self.channels == 2:
+            s = self._net_score(work, float(sigma))
+        else:
+            # Magnitude prior: d/dx log p(|x|) = p'(|x|)/p(|x|) * x / |x| (0 where x = 0).
+            mag = work.abs()
+            sm = self._net_score(mag.unsqueeze(1), float(sigma)).squeeze(1)
+            unit = torch.where(mag > 0, work / mag.clamp_min(1e-12), torch.zeros_like(work))
+            s = sm * unit
+        return s.to(device=x.device, dtype=x.dtype).reshape(shape)
+
+
+class GaussianPrior(ImagePrior):
+    """``x ~ N(mean, var)`` independently per real component (complex ``x``: real and imaginary
+    parts each have variance ``var``). ``p_sigma = N(mean, var + sigma^2)``, so
+    ``score(x, sigma) = (mean - x) / (var + sigma^2)`` and ``nll`` is exact (up to a constant).
+    ``mean`` is a number or a complex tensor broadcastable to the images."""
+
+    def __init__(self, mean=0.0, var: float = 1.0, sigma_min: float = 0.01,
+                 sigma_max: float = 10.0, reg_sigma: float | None = None):
+        super().__init__()
+        if not var > 0:
+            raise InputError(f"GaussianPrior variance must be positive, got {var}")
+        self.mean, self.var = mean, float(var)
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.reg_sigma = reg_sigma
+        self.reg_lipschitz = 1.0 if reg_sigma is not None else 1.0 / self.var
+
+    def _mean(self, x):
+        return torch.as_tensor(self.mean, device=x.device).to(x.dtype)
+
+    def score(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        self.nfe += 1
+        return (self._mean(x) - x) / (self.var + float(sigma) ** 2)
+
+    def nll(self, x: torch.Tensor) -> torch.Tensor:
+        d = torch.view_as_real(x - self._mean(x)) if x.is_complex() else x - self._mean(x)
+        n = d[0].numel()
+        return (d.reshape(d.shape[0], -1).square().sum(1) / (2 * self.var)
+                + 0.5 * n * math.log(2 * math.pi * self.var))
+
+
+def load_image_prior(path, device=None, reg_sigma: float | None = None,
+                     max_batch: int | None = None) -> ImagePrior:
+    """Load an exported prior (``NAME.safetensors`` + ``NAME.json``) as an :class:`ImagePrior`."""
+    from mriprior.priors.export import load_prior
+
+    net, meta = load_prior(path, device=device)
+    if meta.get("prior_type", "diffusion") == "pixelcnn" or meta.get("parametrisation") == "nll":
+        from mriprior.recon.pixelcnn_prior import PixelCNNPrior  # explicit-likelihood priors
+        return PixelCNNPrior(net, meta)
+    return DiffusionPrior(net, meta, reg_sigma=reg_sigma, max_batch=max_batch)

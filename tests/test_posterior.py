@@ -1,0 +1,209 @@
+"""Prior-based reconstruction: closed-form Gaussian posteriors, data consistency, scaling."""
+
+import math
+
+import pytest
+import torch
+
+from mriprior.errors import InputError
+from mriprior.physics.fft import fft2c, ifft2c
+from mriprior.physics.phantom import birdcage_maps
+from mriprior.physics.sense import Sense
+from mriprior.recon.posterior import (credibility_map, fast_posterior, interval_radius,
+                                      langevin_posterior, prior_pics, summarise)
+from mriprior.recon.priors import DiffusionPrior, GaussianPrior
+
+
+def _crandn(shape, g):
+    return torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+
+
+def _gaussian_problem(n=16, v=0.5, nv=0.25, frac=0.4, seed=1):
+    """Single-coil problem y = M F x + n with x ~ N(0, v), n ~ N(0, nv) per component."""
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(n, n, generator=g) < frac).float()
+    x = _crandn((1, n, n), g) * math.sqrt(v)
+    maps = torch.ones(1, 1, n, n, dtype=torch.complex64)
+    y = (fft2c(x[:, None]) + _crandn((1, 1, n, n), g) * math.sqrt(nv)) * mask
+    return y.to(torch.complex64), maps, mask
+
+
+def _closed_form(y, mask, v, nv):
+    """Posterior mean image and mean pixel variance (complex, E|e|^2) for the problem above:
+    the orthonormal FFT keeps the prior white, so the posterior is diagonal in k-space."""
+    k = y[:, 0]
+    mean = ifft2c(k * (v / (v + nv)) * mask)
+    var_k = torch.where(mask > 0, torch.tensor(v * nv / (v + nv)), torch.tensor(v))
+    return mean, float(2 * var_k.mean())
+
+
+def test_exact_langevin_matches_gaussian_posterior():
+    v, nv, s_last, chains = 0.5, 0.25, 0.5, 256
+    y, maps, mask = _gaussian_problem(v=v, nv=nv)
+    prior = GaussianPrior(0.0, v, sigma_min=s_last, sigma_max=1.0)
+    r = langevin_posterior(y, maps, prior, mask=mask, chains=chains, n_levels=2, skip=0,
+                           steps=200, noise_var=nv, step_size=0.3, scaling=None, seed=0,
+                           tweedie=False)
+    # Without the final Tweedie step the chains sample p_{s_N}(x) p(y|x): prior N(0, v + s_N^2).
+    mean, var = _closed_form(y, mask, v + s_last ** 2, nv)
+    mc = math.sqrt(var / chains)  # expected rms Monte-Carlo error of the chain mean
+    rms = float((r.mmse - mean).abs().square().mean().sqrt())
+    assert rms < 1.3 * mc, (rms, mc)
+    assert abs(float(r.var.mean()) / var - 1) < 0.05  # discretisation bias ~ a c / 4 ~ 1.5 %
+    assert r.mmse.shape == (1, 16, 16) and r.std.shape == (1, 16, 16)
+    assert torch.allclose(r.std, r.var.sqrt())
+
+
+def test_summarise_and_interval():
+    g = torch.Generator().manual_seed(0)
+    s = _crandn((2, 4000, 3), g) * 0.7 + 1.0
+    mmse, var, std = summarise(s)
+    assert torch.allclose(mmse, torch.ones_like(mmse), atol=0.05)
+    assert torch.allclose(var, torch.full_like(var, 2 * 0.49), rtol=0.06)
+    # A circular complex Gaussian error falls inside the 90 % radius 90 % of the time.
+    e = _crandn((200000,), g) / math.sqrt(2)  # E|e|^2 = 1
+    inside = (e.abs() <= interval_radius(torch.tensor(1.0), 0.9)).float().mean()
+    assert abs(float(inside) - 0.9) < 0.005
+    ratio, flagged = credibility_map(torch.tensor([[1.0, 0.5, 0.01]]),
+                                     torch.tensor([[0.01, 0.5, 0.5]]), rel=0.2)
+    assert flagged.tolist() == [[False, True, False]]  # the last pixel is outside the object
+    assert ratio.shape == (1, 3)
+    with pytest.raises(InputError):
+        interval_radius(torch.tensor(1.0), 1.5)
+
+
+def _multicoil(n=32, coils=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    maps = birdcage_maps(coils, (n, n), normalize="rss")[None]
+    x = _crandn((1, n, n), g) * 0.3
+    mask = (torch.rand(n, n, generator=g) < 0.35).float()
+    mask[n // 2 - 3: n // 2 + 3, n // 2 - 3: n // 2 + 3] = 1
+    y = Sense(maps, mask).forward(x.to(torch.complex64))
+    return y, maps, mask, x
+
+
+def test_fast_sampler_is_data_consistent():
+    y, maps, mask, _ = _multicoil()
+    prior = GaussianPrior(0.0, 10.0, sigma_min=0.01, sigma_max=1.0)  # weak prior
+    r = fast_posterior(y, maps, prior, mask=mask, chains=3, nfe=8, cg_iters=50, scaling=None,
+                       keep_samples=True)
+    assert r.nfe == 8 and r.samples.shape == (1, 3, 32, 32)
+    for j in range(3):
+        res = Sense(maps, mask).forward(r.samples[:, j]) - y
+        assert float(res.norm() / y.norm()) < 1e-3 * 3
+
+
+def test_algorithm1_approaches_the_data():
+    y, maps, mask, _ = _multicoil()
+    prior = GaussianPrior(0.0, 10.0, sigma_min=0.01, sigma_max=1.0)
+    r = langevin_posterior(y, maps, prior, mask=mask, chains=2, n_levels=30, skip=5, steps=3,
+                           lam=20.0, scaling="cg", seed=0)
+    assert r.nfe == 25 * 3
+    # Algorithm 1 weights the data term by lam * tau_i, which vanishes at the last level: the
+    # result is close to the data, not exactly consistent (the fast sampler is, see above).
+    res = Sense(maps, mask).forward(r.mmse) - y
+    assert float(res.norm() / y.norm()) < 0.15
+
+
+@pytest.mark.parametrize("method", ["langevin", "fast", "pics"])
+def test_scale_equivariance(method):
+    y, maps, mask, _ = _multicoil(n=24)
+    prior = GaussianPrior(0.0, 0.1, sigma_min=0.01, sigma_max=1.0)
+
+    def run(k):
+        if method == "langevin":
+            r = langevin_posterior(k, maps, prior, mask=mask, chains=2, n_levels=10, skip=2,
+                                   steps=2, seed=3)
+            return r.mmse, r.std
+        if method == "fast":
+            r = fast_posterior(k, maps, prior, mask=mask, chains=2, nfe=5, seed=3)
+            return r.mmse, r.std
+        return prior_pics(k, maps, prior, lam=0.3, max_iter=10, mask=mask)[0], None
+
+    c = 37.5
+    a, sa = run(y)
+    b, sb = run(y * c)
+    assert torch.allclose(b, c * a, rtol=1e-4, atol=1e-5 * c * float(a.abs().max()))
+    if sa is not None:
+        assert torch.allclose(sb, c * sa, rtol=1e-3, atol=1e-5 * c * float(sa.max()))
+
+
+def test_chains_differ_and_batches_are_independent():
+    y, maps, mask, _ = _multicoil(n=24)
+    prior = GaussianPrior(0.0, 0.1, sigma_min=0.01, sigma_max=1.0)
+    r = fast_posterior(y, maps, prior, mask=mask, chains=3, nfe=4, keep_samples=True, seed=0)
+    s = r.samples[0]
+    assert float((s[0] - s[1]).abs().max()) > 0  # each chain from its own start
+    assert float(r.std.max()) > 0
+    y2 = torch.cat([y, 2 * y])
+    r2 = fast_posterior(y2, maps, prior, mask=mask, chains=3, nfe=4, seed=0)
+    assert r2.mmse.shape == (2, 24, 24)
+    # the second slice is the first scaled by 2 -> same normalised problem
+    assert torch.allclose(r2.mmse[1], 2 * r2.mmse[0].new_tensor(1) * r2.mmse[1] / 2)
+
+
+def test_prior_pics_reaches_the_gaussian_map_and_decreases_its_objective():
+    y, maps, mask, _ = _multicoil(n=24)
+    v, lam = 0.05, 0.5
+    prior = GaussianPrior(0.0, v)  # reg_grad = grad NLL = x / v
+    op = Sense(maps, mask)
+    # Closed form: (A^H A + lam / v) x = A^H y (exact by long CG).
+    from mriprior.recon.solvers import conjugate_gradient
+    x_star = conjugate_gradient(op.normal, op.adjoint(y), max_iter=300, lam=lam / v)
+
+    def objective(x):
+        return float(0.5 * (op.forward(x) - y).abs().square().sum()
+                     + lam * prior.nll(x).sum())
+
+    trace = []
+    calls = []
+    x, scale = prior_pics(y, maps, prior, lam=lam, max_iter=150, mask=mask, scaling=None,
+                          callback=lambda it, n: calls.append((it, n)))
+    assert calls[-1] == (150, 150)
+    assert float(scale) == 1.0
+    assert float((x - x_star).norm() / x_star.norm()) < 1e-3
+    for it in (1, 5, 20, 150):
+        xi, _ = prior_pics(y, maps, prior, lam=lam, max_iter=it, mask=mask, scaling=None)
+        trace.append(objective(xi))
+    assert trace[-1] <= min(trace) + 1e-6 * abs(trace[-1])
+    assert trace[0] > trace[-1]
+    assert abs(trace[-1] - objective(x_star)) < 1e-5 * abs(objective(x_star))
+
+
+def _tiny_prior(in_channels=2):
+    from mriprior.priors.networks import ScoreUNet
+    torch.manual_seed(0)
+    net = ScoreUNet(in_channels=in_channels, base_channels=8, channel_mults=(1, 2),
+                    num_res_blocks=1, attention_levels=())
+    meta = {"parametrisation": "score", "diffusion": {"type": "ve", "sigma_min": 0.01,
+                                                      "sigma_max": 1.0}}
+    return DiffusionPrior(net, meta)
+
+
+@pytest.mark.parametrize("channels", [2, 1])
+def test_diffusion_prior_any_size_and_maps(channels):
+    prior = _tiny_prior(channels)
+    x = torch.randn(2, 2, 11, 13, dtype=torch.complex64)  # (batch, maps, y, x), odd size
+    s = prior.score(x, 0.1)
+    assert s.shape == x.shape and s.dtype == x.dtype and prior.nfe == 1
+    # maps are independent images: scoring one map alone gives the same values
+    s0 = prior.score(x[:, 0], 0.1)
+    assert torch.allclose(s[:, 0], s0, atol=1e-5)
+    g = prior.reg_grad(x[:, 0])
+    s_r = prior.score(x[:, 0], prior.reg_sigma)
+    assert torch.allclose(g, -(prior.reg_sigma ** 2) * s_r, atol=1e-6)
+
+
+def test_input_errors():
+    y, maps, mask, _ = _multicoil(n=16)
+    prior = GaussianPrior()
+    with pytest.raises(InputError, match="coil maps"):
+        fast_posterior(y, maps[..., :8], prior, mask=mask)
+    with pytest.raises(InputError, match="mask"):
+        fast_posterior(y, maps, prior, mask=mask[:8])
+    with pytest.raises(InputError, match="k-space"):
+        fast_posterior(y.real, maps, prior, mask=mask)
+    with pytest.raises(InputError, match="chains"):
+        langevin_posterior(y, maps, prior, mask=mask, chains=0)
+    with pytest.raises(InputError, match="scaling"):
+        prior_pics(y, maps, prior, mask=mask, scaling="max")
