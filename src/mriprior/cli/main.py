@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ecalib": ("mriprior.cli.ecalib", "ESPIRiT coil sensitivity calibration"),
     "cc": ("mriprior.cli.cc", "SVD coil compression"),
     "pics": ("mriprior.cli.pics", "parallel-imaging compressed-sensing reconstruction"),
+    "recon": ("mriprior.cli.recon", "reconstruction with a generative prior (MMSE + uncertainty)"),
     "metrics": ("mriprior.cli.metrics", "PSNR / SSIM / NMSE of a reconstruction vs a reference"),
     "data": ("mriprior.cli.data", "datasets: import archives, build the open corpus, simulate"),
     "train": ("mriprior.cli.train", "train a score prior from a YAML config"),

@@ -1,0 +1,92 @@
+"""mriprior recon on BART cfl files: outputs, layouts, scaling, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from mriprior.cli.main import main
+from mriprior.io.cfl import read_cfl, write_cfl
+from mriprior.physics.phantom import birdcage_maps, shepp_logan
+from mriprior.physics.sense import Sense
+from mriprior.priors.export import save_prior
+from mriprior.priors.networks import network_from_preset
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    d = tmp_path_factory.mktemp("recon")
+    torch.manual_seed(0)
+    net = network_from_preset("cpu-small", in_channels=2, base_channels=8, channel_mults=[1, 2],
+                              attention_levels=[])
+    save_prior(d / "prior", net, {"network": net.config, "parametrisation": "score",
+                                  "diffusion": {"type": "ve", "sigma_min": 0.01,
+                                                "sigma_max": 1.0},
+                                  "data": {"channels": "complex"}})
+    n = 24
+    img = shepp_logan(n).to(torch.complex64)[None]
+    maps = birdcage_maps(4, (n, n), normalize="rss")[None]
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(n, n, generator=g) < 0.4).float()
+    mask[n // 2 - 4: n // 2 + 4, n // 2 - 4: n // 2 + 4] = 1
+    ksp = Sense(maps, mask).forward(img)[0].numpy()  # (coil, y, x)
+    # BART layout: x y z coil [maps]; our y = BART dim 1, x = BART dim 0.
+    write_cfl(d / "ksp", ksp.transpose(2, 1, 0)[:, :, None, :])
+    write_cfl(d / "sens", maps[0].numpy().transpose(2, 1, 0)[:, :, None, :, None])
+    return d
+
+
+def _run(case, *args):
+    """``args`` ends with the output path."""
+    return main(["recon", "--prior", str(case / "prior"), "--quiet", *args[:-1],
+                 str(case / "ksp"), str(case / "sens"), args[-1]])
+
+
+def test_fast_writes_mmse_std_samples_flag(case):
+    out = case / "fast"
+    rc = _run(case, "--chains", "3", "--nfe", "4", "--std", str(case / "std"),
+              "--samples", str(case / "samples"), "--var", str(case / "var"),
+              "--flag", str(case / "flag"), str(out))
+    assert rc == 0
+    mmse = read_cfl(out)
+    assert mmse.shape == (24, 24)  # x y (trailing singleton dims are not stored)
+    assert np.isfinite(mmse).all() and np.abs(mmse).max() > 0
+    std, var = read_cfl(case / "std"), read_cfl(case / "var")
+    assert np.allclose(np.abs(std) ** 2, var.real, rtol=1e-4, atol=1e-10)
+    samples = read_cfl(case / "samples")
+    assert samples.shape == (24, 24, 1, 1, 1, 3)  # chains along BART dim 5
+    assert np.allclose(samples.reshape(24, 24, 3).mean(-1), mmse.reshape(24, 24), atol=1e-5)
+    flag = read_cfl(case / "flag")
+    assert set(np.unique(flag.real)) <= {0.0, 1.0}
+
+
+def test_scaling_the_data_scales_the_result(case):
+    _run(case, "--chains", "2", "--nfe", "3", str(case / "a"))
+    k = read_cfl(case / "ksp")
+    write_cfl(case / "ksp2", 5.0 * k)
+    main(["recon", "--prior", str(case / "prior"), "--quiet", "--chains", "2", "--nfe", "3",
+          str(case / "ksp2"), str(case / "sens"), str(case / "b")])
+    a, b = read_cfl(case / "a"), read_cfl(case / "b")
+    assert np.allclose(b, 5.0 * a, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("method,extra", [("langevin", ["--levels", "6", "--skip", "2",
+                                                        "--steps", "1", "--chains", "2"]),
+                                          ("pics", ["-i", "5", "--lam", "0.3"])])
+def test_other_methods(case, method, extra):
+    out = case / method
+    assert _run(case, "--method", method, *extra, str(out)) == 0
+    x = read_cfl(out)
+    assert x.shape == (24, 24) and np.isfinite(x).all()
+
+
+def test_errors_are_one_line(case, capsys, tmp_path):
+    assert main(["recon", "--prior", str(tmp_path / "missing"), str(case / "ksp"),
+                 str(case / "sens"), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing" in err[0]
+    write_cfl(tmp_path / "sens3", read_cfl(case / "sens")[:, :, :, :3])
+    assert main(["recon", "--prior", str(case / "prior"), str(case / "ksp"),
+                 str(tmp_path / "sens3"), str(tmp_path / "o")]) == 2
+    assert "coils" in capsys.readouterr().err
+    assert _run(case, "--scaling", "-1", str(tmp_path / "o")) == 2
+    assert not (tmp_path / "o.cfl").exists()
