@@ -207,3 +207,35 @@ def test_input_errors():
         langevin_posterior(y, maps, prior, mask=mask, chains=0)
     with pytest.raises(InputError, match="scaling"):
         prior_pics(y, maps, prior, mask=mask, scaling="max")
+
+
+@pytest.mark.parametrize("channels", [2, 1])
+def test_pixelcnn_prior_gradient_and_pics(channels, tmp_path):
+    from mriprior.priors.export import save_prior
+    from mriprior.priors.pixelcnn import PixelCNNPP, likelihood_meta
+    from mriprior.recon.priors import load_image_prior
+
+    torch.manual_seed(0)
+    net = PixelCNNPP(in_channels=channels, filters=8, n_resnet=1, n_mix=2, n_levels=2,
+                     dropout=0.0)
+    save_prior(tmp_path / "pcnn", net, {"network": net.config, **likelihood_meta(channels),
+                                         "data": {"channels": "complex" if channels == 2
+                                                  else "magnitude"}})
+    prior = load_image_prior(tmp_path / "pcnn")
+    assert prior.sigma_max is None
+    g = torch.Generator().manual_seed(1)
+    x = (_crandn((1, 8, 8), g) * 0.3).to(torch.complex128)
+    prior.net.double()
+    d = _crandn((1, 8, 8), g).to(torch.complex128)
+    grad = prior.reg_grad(x)
+    eps = 1e-6
+    with torch.no_grad():
+        fd = (prior.nll(x + eps * d) - prior.nll(x - eps * d)) / (2 * eps)
+    # directional derivative of a real function of a complex image: Re <grad, d>
+    assert abs(float(fd) - float((grad.conj() * d).real.sum())) < 1e-4 * max(1.0, abs(float(fd)))
+    prior.net.float()
+    y, maps, mask, _ = _multicoil(n=16)
+    xr, _ = prior_pics(y, maps, prior, lam=1e-4, max_iter=3, mask=mask)
+    assert xr.shape == (1, 16, 16) and torch.isfinite(xr).all()
+    with pytest.raises(NotImplementedError):
+        prior.score(x.to(torch.complex64), 0.1)  # no noise levels: samplers cannot use it

@@ -5,6 +5,13 @@
 
 Samplers: ancestral (VE: SMLD / the anchors' Algorithm 1 with one step per level; VP: DDPM),
 pc (predictor-corrector), langevin (annealed Langevin, 3 steps per level).
+
+PixelCNN++ priors (sidecar "prior_type": "pixelcnn") are sampled ancestrally, pixel by pixel
+(real then imaginary given real): H * W network calls, so keep --size small (default 32 for
+them); --steps does not apply; --temperature T scales the logistic scales and divides the
+mixture logits (1: the model itself).
+
+    mriprior sample --prior runs/pixelcnn-cpu/prior --n 4 --size 32 --out grid.png
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ from mriprior.errors import InputError
 def add_arguments(p):
     p.add_argument("--prior", required=True, help="PRIOR.safetensors (+ PRIOR.json sidecar)")
     p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
-    p.add_argument("--size", type=int, nargs="+", default=[128], help="H [W] (default 128)")
+    p.add_argument("--size", type=int, nargs="+", default=None,
+                   help="H [W] (default 128; 32 for pixelcnn priors)")
     p.add_argument("--sampler", default="ancestral", choices=["ancestral", "pc", "langevin"])
     p.add_argument("--steps", type=int, default=100, help="noise levels (default 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="pixelcnn priors only: sampling temperature (default 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--save", help="also save the samples (n, C, H, W) as .npy")
     p.add_argument("--out", required=True, help="PNG grid")
@@ -36,21 +46,26 @@ def run(args):
     from mriprior.priors.export import load_prior
     from mriprior.priors.sampling import sample_prior
 
-    if len(args.size) not in (1, 2):
-        raise InputError("--size takes H or H W")
-    size = (args.size[0], args.size[-1])
     dev = device(args.device)
     net, meta = load_prior(args.prior, device=dev)
-    bar = tqdm(desc="sampling", unit="step", leave=False, disable=None)
+    pixelcnn = meta.get("prior_type", "diffusion") == "pixelcnn"
+    size_arg = args.size if args.size is not None else [32 if pixelcnn else 128]
+    if len(size_arg) not in (1, 2):
+        raise InputError("--size takes H or H W")
+    size = (size_arg[0], size_arg[-1])
+    bar = tqdm(desc="sampling", unit="row" if pixelcnn else "step", leave=False, disable=None,
+               total=size[0] if pixelcnn else None)
     x = sample_prior(net, meta, n=args.n, size=size, sampler=args.sampler, steps=args.steps,
-                     seed=args.seed, device=dev, callback=lambda _: bar.update())
+                     seed=args.seed, device=dev, callback=lambda _: bar.update(),
+                     temperature=args.temperature)
     bar.close()
     x = x.cpu().numpy()
     if args.save:
         np.save(args.save, x)
     _grid(args.out, x)
-    print(f"wrote {args.out} ({args.n} samples, {size[0]} x {size[1]}, {args.sampler}, "
-          f"{args.steps} levels)")
+    how = (f"pixelcnn ancestral, temperature {args.temperature:g}" if pixelcnn else
+           f"{args.sampler}, {args.steps} levels")
+    print(f"wrote {args.out} ({args.n} samples, {size[0]} x {size[1]}, {how})")
     del torch
 
 

@@ -4,12 +4,23 @@ A config has six sections (every key of every section is listed in :data:`SCHEMA
 and default; ``model`` is checked by building the network)::
 
     model:      {preset: cpu-small, ...overrides}  or  {type: unet, ...network_from_config keys}
+                or {preset: pixelcnn-cpu, ...}     or  {type: pixelcnn, filters, n_resnet, ...}
     data:       {path, split, crop, channels: complex|magnitude, flips, num_workers}
     diffusion:  {type: ve, sigma_min, sigma_max, t_eps}  or  {type: vp, beta_min, beta_max, t_eps}
+                or {type: none} (the only choice for, and the default of, a pixelcnn model)
     optim:      {lr, betas, eps, weight_decay, grad_clip, warmup_steps, schedule, min_lr}
     train:      {batch_size, steps, save_every, keep_last, ema_decay, seed, log_every, output,
                  amp, device}
-    heldout:    {every, n_images, sigmas, split}
+    heldout:    {every, n_images, sigmas, split, sample_grid}
+                sample_grid: null (off) or {n, size, steps}: EMA samples written to TensorBoard
+
+Two kinds of prior, chosen by ``model.type``:
+
+* ``unet``: a score network trained by denoising score matching under ``diffusion`` (ve / vp);
+  held-out number: the DSM loss at each of ``heldout.sigmas``.
+* ``pixelcnn``: a PixelCNN++ trained by maximum likelihood; ``diffusion`` is absent or
+  ``{type: none}`` (resolved to ``{type: none}``); ``heldout.sigmas`` and
+  ``heldout.sample_grid.steps`` do not apply and are rejected; held-out number: NLL in bits/dim.
 
 Errors are :class:`~mriprior.errors.InputError` naming the key path, e.g.
 ``optim.lerning_rate: unknown key`` or ``train.steps: expected int, got str``.
@@ -40,8 +51,8 @@ _REQUIRED = object()
 @dataclass(frozen=True)
 class Field:
     """One config key: ``kind`` (int, float, bool, str, a tuple of choices, "floats",
-    "float_pair", "crop"), its default (``_REQUIRED`` if none), whether ``None`` is allowed, and an
-    optional extra check returning an error message or None."""
+    "float_pair", "crop", "sample_grid"), its default (``_REQUIRED`` if none), whether ``None`` is
+    allowed, and an optional extra check returning an error message or None."""
 
     kind: Any
     default: Any = _REQUIRED
@@ -77,7 +88,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "num_workers": Field(int, 2, check=_at_least(0)),
     },
     "diffusion": {
-        "type": Field(("ve", "vp"), "ve"),
+        "type": Field(("ve", "vp", "none"), "ve",
+                      doc="none: no diffusion (pixelcnn models); default for pixelcnn"),
         "sigma_min": Field(float, 0.01, check=_positive, doc="ve only"),
         "sigma_max": Field(float, 1.0, check=_positive, doc="ve only"),
         "beta_min": Field(float, 0.1, check=_positive, doc="vp only"),
@@ -115,11 +127,16 @@ SCHEMA: dict[str, dict[str, Field]] = {
                         check=lambda v: None if v and all(s > 0 for s in v)
                         else f"must be a non-empty list of positive numbers, got {v}"),
         "split": Field(("train", "val", "test"), "val"),
+        "sample_grid": Field("sample_grid", None, nullable=True,
+                             doc="null: off; {n, size, steps}: EMA samples to TensorBoard at "
+                                 "every evaluation (only when tensorboard imports)"),
     },
 }
 SECTIONS = ("model",) + tuple(SCHEMA)
 REQUIRED_SECTIONS = ("model", "data", "train")
 _DIFFUSION_KEYS = {"ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max")}
+# heldout.sample_grid: key -> (default, minimum). steps: noise levels (diffusion priors only).
+_SAMPLE_GRID = {"n": (4, 1), "size": (64, 1), "steps": (50, 1)}
 
 
 def _tname(v) -> str:
@@ -170,6 +187,8 @@ def _coerce(path: str, f: Field, v):
         v = [int(x) for x in v]
         if min(v) < 1:
             raise InputError(f"{path}: must be positive, got {v}")
+    elif k == "sample_grid":
+        v = _sample_grid(path, v)
     else:  # pragma: no cover - schema error
         raise AssertionError(k)
     if f.check is not None:
@@ -177,6 +196,25 @@ def _coerce(path: str, f: Field, v):
         if msg:
             raise InputError(f"{path}: {msg}")
     return v
+
+
+def _sample_grid(path: str, v) -> dict:
+    if not isinstance(v, Mapping):
+        raise InputError(f"{path}: expected null or a mapping {{n, size, steps}}, got {_tname(v)}")
+    for key in v:
+        if key not in _SAMPLE_GRID:
+            raise InputError(f"{path}.{key}: unknown key (known: {', '.join(_SAMPLE_GRID)})")
+    out = {}
+    for key, (default, minimum) in _SAMPLE_GRID.items():
+        x = v.get(key, default)
+        if key == "size":
+            x = _coerce(f"{path}.size", Field("crop"), x)
+        elif not _is_int(x):
+            raise InputError(f"{path}.{key}: expected int, got {_tname(x)}")
+        elif x < minimum:
+            raise InputError(f"{path}.{key}: must be >= {minimum}, got {x}")
+        out[key] = x
+    return out
 
 
 def _section(name: str, raw: Any) -> dict:
@@ -234,10 +272,10 @@ def _model(raw: Any, channels: str) -> dict:
         raise InputError(f"model: {e}") from None
     cfg = dict(net.config)
     need = 2 if channels == "complex" else 1
-    if cfg["in_channels"] != need or cfg["out_channels"] != need:
+    out_ch = cfg.get("out_channels", cfg["in_channels"])  # a pixelcnn outputs mixture parameters
+    if cfg["in_channels"] != need or out_ch != need:
         raise InputError(f"model.in_channels: the network has {cfg['in_channels']} input / "
-                         f"{cfg['out_channels']} output channels, data.channels "
-                         f"{channels!r} needs {need}")
+                         f"{out_ch} output channels, data.channels {channels!r} needs {need}")
     if cfg.get("cond_channels", 0):
         raise InputError("model.cond_channels: conditional networks are not trained by "
                          "`mriprior train`")
@@ -265,21 +303,64 @@ def validate_config(raw: Any, base_dir=".") -> dict:
         out[name] = _section(name, raw.get(name))
     d = out["diffusion"]
     given = raw.get("diffusion") or {}
-    other = "vp" if d["type"] == "ve" else "ve"
-    for key in _DIFFUSION_KEYS[other]:
-        if key in given:
-            raise InputError(f"diffusion.{key}: not used by diffusion type {d['type']!r}")
-        del d[key]
-    lo, hi = _DIFFUSION_KEYS[d["type"]]
-    if not d[lo] < d[hi]:
-        raise InputError(f"diffusion.{lo}: must be < diffusion.{hi} ({d[lo]} >= {d[hi]})")
+    if d["type"] == "none":
+        for key in given:
+            if key != "type":
+                raise InputError(f"diffusion.{key}: not used by diffusion type 'none'")
+        out["diffusion"] = {"type": "none"}
+    else:
+        other = "vp" if d["type"] == "ve" else "ve"
+        for key in _DIFFUSION_KEYS[other]:
+            if key in given:
+                raise InputError(f"diffusion.{key}: not used by diffusion type {d['type']!r}")
+            del d[key]
+        lo, hi = _DIFFUSION_KEYS[d["type"]]
+        if not d[lo] < d[hi]:
+            raise InputError(f"diffusion.{lo}: must be < diffusion.{hi} ({d[lo]} >= {d[hi]})")
     if out["optim"]["min_lr"] > out["optim"]["lr"]:
         raise InputError(f"optim.min_lr: must be <= optim.lr ({out['optim']['min_lr']} > "
                          f"{out['optim']['lr']})")
     out["data"]["path"] = _resolve_path(out["data"]["path"], base_dir)
     out["train"]["output"] = _resolve_path(out["train"]["output"], base_dir)
     out["model"] = _model(raw["model"], out["data"]["channels"])
+    _by_model_type(out, raw)
     return {k: out[k] for k in SECTIONS}
+
+
+def _by_model_type(out: dict, raw: Mapping) -> None:
+    """Checks and resolution that depend on the model type (see the module docstring)."""
+    model = out["model"]
+    held_given = raw.get("heldout") or {}
+    grid = out["heldout"]["sample_grid"]
+    if model["type"] == "pixelcnn":
+        given = raw.get("diffusion") or {}
+        for key, value in given.items():
+            if key == "type" and value == "none":
+                continue
+            shown = f"type {value!r}" if key == "type" else "its keys"
+            raise InputError(f"diffusion.{key}: a pixelcnn model is trained by maximum "
+                             f"likelihood, not under a diffusion ({shown}); remove the diffusion "
+                             "section or set diffusion.type: none")
+        out["diffusion"] = {"type": "none"}
+        if "sigmas" in held_given:
+            raise InputError("heldout.sigmas: not used by a pixelcnn model (its held-out number "
+                             "is the NLL in bits/dim)")
+        del out["heldout"]["sigmas"]
+        if grid is not None:
+            given_grid = held_given.get("sample_grid") or {}
+            if "steps" in given_grid:
+                raise InputError("heldout.sample_grid.steps: not used by a pixelcnn model "
+                                 "(ancestral sampling, one network call per pixel)")
+            del grid["steps"]
+        multiple = 2 ** (model["n_levels"] - 1)
+    else:
+        if out["diffusion"]["type"] == "none":
+            raise InputError(f"diffusion.type: 'none' is only for likelihood models (model.type "
+                             f"pixelcnn); a {model['type']} score network needs 've' or 'vp'")
+        multiple = 2 ** (len(model.get("channel_mults", [1])) - 1)
+    if grid is not None and (grid["size"][0] % multiple or grid["size"][1] % multiple):
+        raise InputError(f"heldout.sample_grid.size: {grid['size']} is not divisible by "
+                         f"{multiple} (the network's resolution levels)")
 
 
 def apply_overrides(raw: Mapping, overrides: Mapping[str, Any]) -> dict:

@@ -3,6 +3,7 @@
 The sidecar says everything needed to rebuild and use the prior::
 
     {"format": "mriprior-prior", "version": 1,
+     "prior_type": "diffusion",          (absent in older sidecars: means "diffusion")
      "network": {...network_from_config mapping...},
      "parametrisation": "score" | "eps",
      "diffusion": {"type": "ve", "sigma_min": .., "sigma_max": ..}
@@ -10,6 +11,14 @@ The sidecar says everything needed to rebuild and use the prior::
      "data": {"channels": "complex" | "magnitude", "normalisation": "max", ...},
      "dataset_manifest_sha256": "...", "git_revision": "...", "config": {...the run's config...},
      "created_by": "mriprior x.y.z", "step": N, "ema": true}
+
+An explicit-likelihood PixelCNN++ prior (:mod:`mriprior.priors.pixelcnn`) has instead of
+``diffusion`` (fields from :func:`~mriprior.priors.pixelcnn.likelihood_meta`)::
+
+     "prior_type": "pixelcnn", "network": {"type": "pixelcnn", ...}, "parametrisation": "nll",
+     "likelihood": "discretized_logistic_mixture",
+     "quantisation": {"bins": 256, "range": [-1, 1], "bin_width": 2/255, "edges": "open", ...},
+     "channel_map": "...", "conditioning": "...", "data": {...}, ...
 
 :func:`save_prior` writes both files atomically (temporary names, then rename, weights first);
 :func:`load_prior` validates the sidecar, rebuilds the network and loads the weights strictly.
@@ -30,7 +39,33 @@ __all__ = ["save_prior", "load_prior", "FORMAT", "VERSION"]
 
 FORMAT = "mriprior-prior"
 VERSION = 1
-REQUIRED = ("network", "parametrisation", "diffusion", "data")
+REQUIRED = ("network", "parametrisation", "diffusion", "data")  # a diffusion prior's keys
+PRIOR_TYPES = {
+    "diffusion": REQUIRED,
+    "pixelcnn": ("network", "parametrisation", "likelihood", "quantisation", "data"),
+}
+_LIKELIHOODS = ("discretized_logistic_mixture",)
+
+
+def _check_meta(meta: dict, where: str) -> None:
+    """Required keys per ``prior_type`` and their consistency; raises InputError naming them."""
+    kind = meta.get("prior_type", "diffusion")
+    if kind not in PRIOR_TYPES:
+        raise InputError(f"{where}: unknown prior_type {kind!r} (known: {sorted(PRIOR_TYPES)})")
+    missing = [k for k in PRIOR_TYPES[kind] if k not in meta]
+    if missing:
+        raise InputError(f"{where}: missing key(s) {missing} for prior_type {kind!r}")
+    net_type = meta["network"].get("type") if isinstance(meta["network"], dict) else None
+    if (net_type == "pixelcnn") != (kind == "pixelcnn"):
+        raise InputError(f"{where}: prior_type {kind!r} does not match network type "
+                         f"{net_type!r}")
+    if kind == "pixelcnn":
+        if meta["parametrisation"] != "nll":
+            raise InputError(f"{where}: parametrisation of a pixelcnn prior must be 'nll', got "
+                             f"{meta['parametrisation']!r}")
+        if meta["likelihood"] not in _LIKELIHOODS:
+            raise InputError(f"{where}: unknown likelihood {meta['likelihood']!r} (known: "
+                             f"{list(_LIKELIHOODS)})")
 
 
 def _paths(path) -> tuple[Path, Path]:
@@ -56,9 +91,11 @@ def save_prior(path, model: torch.nn.Module, meta: dict) -> tuple[Path, Path]:
     """Write ``model``'s state (parameters and buffers) and the sidecar ``meta``."""
     from safetensors.torch import save_file
 
-    missing = [k for k in REQUIRED if k not in meta]
+    kind = meta.get("prior_type", "diffusion")
+    missing = [k for k in PRIOR_TYPES.get(kind, ()) if k not in meta]
     if missing:
         raise InputError(f"prior metadata lacks {missing}")
+    _check_meta(meta, "prior metadata")
     weights, sidecar = _paths(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     from mriprior import __version__
@@ -80,9 +117,7 @@ def read_sidecar(path) -> dict:
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise InputError(f"{sidecar}: not an mriprior prior (format {meta.get('format')!r}, "
                          f"version {meta.get('version')!r})")
-    missing = [k for k in REQUIRED if k not in meta]
-    if missing:
-        raise InputError(f"{sidecar}: missing key(s) {missing}")
+    _check_meta(meta, str(sidecar))
     return meta
 
 

@@ -1,4 +1,7 @@
-"""Noise-conditional score networks (backbones) for MRI images.
+"""Prior networks for MRI images: noise-conditional score networks (backbones) and, registered
+here for the same factory and presets, the autoregressive PixelCNN++ of
+:mod:`mriprior.priors.pixelcnn` (``"type": "pixelcnn"``; presets ``pixelcnn-cpu``,
+``pixelcnn-published``; called as ``net(x)`` without sigma).
 
 Data convention at the network's edge: a complex image ``(batch, y, x)`` complex64 enters as two
 real channels ``(batch, 2, y, x)`` (real, imaginary), float32; a magnitude-only prior uses one
@@ -39,9 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mriprior.errors import InputError
+from mriprior.priors.pixelcnn import PIXELCNN_KEYS, PIXELCNN_PRESETS, PixelCNNPP
 
 __all__ = [
     "ScoreUNet",
+    "PixelCNNPP",
     "GaussianFourierFeatures",
     "PRESETS",
     "count_parameters",
@@ -368,12 +373,13 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-_NETWORK_TYPES: dict[str, type[nn.Module]] = {"unet": ScoreUNet}
+_NETWORK_TYPES: dict[str, type[nn.Module]] = {"unet": ScoreUNet, "pixelcnn": PixelCNNPP}
 _CONSTRUCTOR_KEYS: dict[str, tuple[str, ...]] = {
     "unet": (
         "in_channels", "out_channels", "base_channels", "channel_mults", "num_res_blocks",
         "attention_levels", "dropout", "fourier_scale", "cond_channels",
     ),
+    "pixelcnn": PIXELCNN_KEYS,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -405,11 +411,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fourier_scale": 16.0,
         "cond_channels": 0,
     },
+    **PIXELCNN_PRESETS,
 }
 
 
 def network_from_config(config: Mapping[str, Any]) -> nn.Module:
-    """Build a network from a config mapping: ``"type"`` (``"unet"``) plus constructor arguments.
+    """Build a network from a config mapping: ``"type"`` (``"unet"`` or ``"pixelcnn"``) plus
+    constructor arguments.
 
     Missing arguments take the constructor's defaults; an unknown key or type raises
     :class:`InputError` naming it. Lists (as read from YAML/JSON) are accepted for tuples.

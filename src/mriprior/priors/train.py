@@ -1,9 +1,17 @@
-"""Training engine for score priors: single process (CPU / one GPU) or DDP under ``torchrun``.
+"""Training engine for priors: single process (CPU / one GPU) or DDP under ``torchrun``.
 
 ``train(config, resume=False)`` trains the network of a validated config
-(:mod:`mriprior.priors.config`) with the VE DSM loss (parametrisation ``"score"``) or the VP eps
-loss (``"eps"``): AdamW, linear warm-up then cosine decay to ``min_lr``, global gradient-norm
-clipping, EMA of the weights, mixed precision on CUDA (bf16, or fp16 with a grad scaler).
+(:mod:`mriprior.priors.config`): a score network with the VE DSM loss (parametrisation
+``"score"``) or the VP eps loss (``"eps"``), or a PixelCNN++ (``model.type: pixelcnn``,
+parametrisation ``"nll"``) by maximum likelihood (loss: the discretised logistic mixture NLL in
+bits/dim). AdamW, linear warm-up then cosine decay to ``min_lr``, global gradient-norm clipping,
+EMA of the weights, mixed precision on CUDA (bf16, or fp16 with a grad scaler).
+
+Held-out evaluation (``heldout.every``; rank 0, EMA weights, eval mode, fixed images of the
+``heldout.split``): the DSM loss per ``heldout.sigmas`` for score priors, the NLL in bits/dim for
+PixelCNN++ priors (the record ``{"heldout": {"nll_bpd": ..}}``). With ``heldout.sample_grid`` and
+TensorBoard importable, a few EMA samples (fixed seed) are written there as magnitude / phase
+image grids at the same steps; a TensorBoard failure is reported once and never stops training.
 
 Distributed: when ``WORLD_SIZE`` > 1 (set by ``torchrun``) the process group is initialised
 (``nccl`` on CUDA, ``gloo`` on CPU) and each rank reads its own shard of every epoch
@@ -57,6 +65,8 @@ from mriprior.diffusion import EMA, ScoreModel, heldout_dsm_loss, ve_dsm_loss, v
 from mriprior.errors import InputError
 from mriprior.priors.export import save_prior
 from mriprior.priors.networks import network_from_config
+from mriprior.priors.pixelcnn import (bits_per_dim, discretized_logistic_mixture_nll,
+                                      likelihood_meta, to_network_scale)
 
 __all__ = ["train", "latest_checkpoint", "list_checkpoints", "lr_factor", "state_sha256"]
 
@@ -242,6 +252,17 @@ class _Logger:
                     for kk, vv in v.items():
                         self.tb.add_scalar(f"{k}/{kk}", vv, step)
 
+    def images(self, images: dict, step: int) -> None:
+        """``{"tag": (1, H, W) in [0, 1]}`` to TensorBoard; a failure disables it with a warning."""
+        if self.tb is None:
+            return
+        try:
+            for tag, img in images.items():
+                self.tb.add_image(tag, img, step)
+        except Exception as e:  # never let TensorBoard stop training
+            warnings.warn(f"TensorBoard image logging failed ({e}); sample grids disabled")
+            self.tb = None
+
     def close(self):
         if self.tb is not None:
             self.tb.close()
@@ -387,8 +408,15 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
 
-    parametrisation = "score" if diff["type"] == "ve" else "eps"
-    if diff["type"] == "ve":
+    is_pixelcnn = cfg["model"]["type"] == "pixelcnn"
+    in_channels = cfg["model"]["in_channels"]
+    parametrisation = "nll" if is_pixelcnn else "score" if diff["type"] == "ve" else "eps"
+    if is_pixelcnn:
+        def loss_fn(x0):  # NLL in bits/dim per image (mean over elements, like the DSM losses)
+            xn = to_network_scale(x0, in_channels)
+            nll = discretized_logistic_mixture_nll(model(xn), xn)
+            return bits_per_dim(nll, xn[0].numel()), None
+    elif diff["type"] == "ve":
         def loss_fn(x0):
             return ve_dsm_loss(model, x0, noise_gen, sigma_min=diff["sigma_min"],
                                sigma_max=diff["sigma_max"], t_eps=diff["t_eps"])
@@ -397,10 +425,12 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
             return vp_eps_loss(model, x0, noise_gen, beta_min=diff["beta_min"],
                                beta_max=diff["beta_max"], t_eps=diff["t_eps"])
 
+    kind_meta = (likelihood_meta(in_channels) if is_pixelcnn else
+                 {"prior_type": "diffusion", "diffusion": dict(diff)})
     prior_meta = {
+        **kind_meta,
         "network": cfg["model"],
         "parametrisation": parametrisation,
-        "diffusion": dict(diff),
         "data": {"channels": dcfg["channels"],
                  "normalisation": _find_key(ds.manifest.get("options", {}), "normalize"),
                  "kind": ds.kind, "crop": dcfg["crop"], "split": dcfg["split"],
@@ -438,17 +468,36 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         ctx.barrier()
         return path
 
+    grid_cfg = hcfg.get("sample_grid")
+
     @torch.no_grad()
     def evaluate(step: int) -> dict:
         if heldout_x is None:
             return {}
-        score = ScoreModel(net, parametrisation)
         was_training = net.training
         net.eval()
         with ema.swap(net):
-            losses = heldout_dsm_loss(score.scaled_score, heldout_x, hcfg["sigmas"], seed=seed)
+            if is_pixelcnn:
+                bpd = []
+                for chunk in heldout_x.split(tcfg["batch_size"]):
+                    xn = to_network_scale(chunk, in_channels)
+                    nll = discretized_logistic_mixture_nll(net(xn), xn)
+                    bpd.append(bits_per_dim(nll.double(), xn[0].numel()))
+                result = {"nll_bpd": float(torch.cat(bpd).mean())}
+            else:
+                score = ScoreModel(net, parametrisation)
+                losses = heldout_dsm_loss(score.scaled_score, heldout_x, hcfg["sigmas"],
+                                          seed=seed)
+                result = {f"{s:g}": float(v) for s, v in zip(hcfg["sigmas"], losses)}
+            if grid_cfg and logger.tb is not None:
+                from mriprior.priors.sampling import sample_grid_images, sample_prior
+
+                samples = sample_prior(net, prior_meta, n=grid_cfg["n"],
+                                       size=tuple(grid_cfg["size"]),
+                                       steps=grid_cfg.get("steps", 1), seed=seed, device=device)
+                logger.images({f"samples/{k}": v
+                               for k, v in sample_grid_images(samples).items()}, step)
         net.train(was_training)
-        result = {f"{s:g}": float(v) for s, v in zip(hcfg["sigmas"], losses)}
         logger.write({"step": step, "heldout": result})
         return result
 
