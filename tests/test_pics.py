@@ -187,7 +187,7 @@ def test_warm_start_matches_bart(bart_case, reg):
 
 
 @pytest.mark.parametrize("command", ["demo", "phantom", "fft", "poisson", "mask", "ecalib", "cc",
-                                     "pics", "metrics", "data", "train", "sample"])
+                                     "pics", "metrics", "data", "train", "sample", "recon"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
@@ -197,9 +197,10 @@ def test_every_command_has_help(command, capsys):
 
 def test_demo_runs_small(tmp_path):
     import json
-    assert main(["demo", "--size", "64", "--iterations", "10", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--classical", "--size", "64", "--iterations", "10", "--out",
+                 str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())["results"]
     assert res["L1-wavelet"]["psnr"] > res["zero-filled"]["psnr"] + 3
     for f in ("demo.png", "ksp.cfl", "sens.hdr", "l1_wavelet.cfl", "reference.cfl"):
         assert (tmp_path / f).exists()
-    assert main(["demo", "--size", "8", "--out", str(tmp_path)]) == 2
+    assert main(["demo", "--classical", "--size", "8", "--out", str(tmp_path)]) == 2

@@ -139,7 +139,7 @@ def data_scale(ksp, maps, mask=None, scaling="cg") -> torch.Tensor:
 class _Problem:
     """The scaled problem with ``chains`` copies per slice (state index = slice * chains + j)."""
 
-    def __init__(self, ksp, maps, mask, chains: int, scaling):
+    def __init__(self, ksp, maps, mask, chains: int, scaling, support: bool = True):
         if chains < 1:
             raise InputError(f"chains must be >= 1, got {chains}")
         maps, mask = _check(ksp, maps, mask)
@@ -149,6 +149,18 @@ class _Problem:
         rep = lambda t: t.repeat_interleave(chains, dim=0) if t.shape[0] > 1 else t  # noqa: E731
         self.op = Sense(rep(maps), rep(mask))
         self.adj_y = rep(Sense(maps, mask).adjoint(y))
+        sup = maps.abs().square().sum(-3) > 0  # (b | 1, [maps,] y, x)
+        self.support = rep(sup) if support and not bool(sup.all()) else None
+
+    def project(self, x):
+        """Zero outside the coil maps' support (identity when there is none to restrict to)."""
+        return x if self.support is None else x * self.support
+
+    def renoise_outside(self, x, s: float, g):
+        """Outside the support the clean image is 0: replace ``x`` there by fresh noise at ``s``."""
+        if self.support is None:
+            return x
+        return torch.where(self.support, x, s * randn_like(x, g) if s > 0 else torch.zeros_like(x))
 
     def residual_grad(self, x):
         """``A^H (y - A x)``."""
@@ -222,18 +234,18 @@ def langevin_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior,
                        steps: int = 5, lam: float = 20.0, noise_var: float | None = None,
                        step_size: float = 0.2, tweedie: bool = True, scaling="cg", init: str = "uniform",
                        seed: int = 0, keep_samples: bool = False, callback=None,
-                       sigma_max=None, sigma_min=None) -> PosteriorResult:
+                       sigma_max=None, sigma_min=None, support: bool = True) -> PosteriorResult:
     """Posterior sampling by annealed Langevin dynamics (see the module docstring).
 
     ``n_levels`` geometric levels, the first ``skip`` dropped, ``steps`` per level: with the
     defaults 69 x 5 = 345 network evaluations per chain (the published setting). ``init``:
     ``"uniform"`` (published) or ``"cg"`` (CG-SENSE image plus noise at the first level).
-    ``callback(done, total)`` after every step (progress bars).
+    ``support``: see :func:`fast_posterior`. ``callback(done, total)`` after every step.
     """
     if not 0 <= skip < n_levels or steps < 1:
         raise InputError(f"need 0 <= skip < n_levels and steps >= 1 (got skip {skip}, "
                          f"n_levels {n_levels}, steps {steps})")
-    prob = _Problem(ksp, maps, mask, chains, scaling)
+    prob = _Problem(ksp, maps, mask, chains, scaling, support)
     sig = _levels(prior, n_levels, sigma_max, sigma_min)[skip:]
     g = _generator(seed, ksp.device)
     shape = (prob.b * prob.k,) + prob.adj_y.shape[1:]
@@ -264,6 +276,7 @@ def langevin_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior,
             for _ in range(steps):
                 grad = prior.score(x, s) + prob.residual_grad(x) / nv
                 x = x + (0.5 * a) * grad + a.sqrt() * randn_like(x, g)
+                x = prob.renoise_outside(x, s, g)
                 tick()
         if tweedie:  # remove the last level's noise
             s_last = float(sig[-1])
@@ -278,24 +291,28 @@ def langevin_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior,
                 x = x + d * prior.score(x, s)
                 if tau > 0:
                     x = x + (lam * tau) * prob.residual_grad(x) + tau * randn_like(x, g)
+                x = prob.renoise_outside(x, s_next, g)
                 tick()
-    return _result(prob, x, prior.nfe - nfe0, keep_samples)
+    return _result(prob, prob.project(x), prior.nfe - nfe0, keep_samples)
 
 
 def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, mask=None,
                    chains: int = 8, nfe: int = 30, sigma_start: float | None = None,
                    sigma_end: float | None = None, eta: float = 0.85, cg_iters: int = 5,
                    scaling="cg", seed: int = 0, keep_samples: bool = False,
-                   callback=None) -> PosteriorResult:
+                   callback=None, support: bool = True) -> PosteriorResult:
     """DDS-style posterior sampler with ``nfe`` network evaluations per chain (module docstring).
 
     ``sigma_start`` (default: the prior's ``sigma_max``) is the level at which the CG-SENSE start
     is noised; levels are geometric down to ``sigma_end`` (default: the prior's ``sigma_min``).
+    ``support`` (default on): the image is 0 where every coil map is 0 (ESPIRiT's cropped
+    support): nothing there is measured, and without it the samplers return unconditional prior
+    samples there. No effect for maps without zeros.
     """
     if nfe < 1 or cg_iters < 0 or not 0 <= eta <= 1:
         raise InputError(f"need nfe >= 1, cg_iters >= 0, 0 <= eta <= 1 (got {nfe}, {cg_iters}, "
                          f"{eta})")
-    prob = _Problem(ksp, maps, mask, chains, scaling)
+    prob = _Problem(ksp, maps, mask, chains, scaling, support)
     sig = _levels(prior, nfe, sigma_start, sigma_end).tolist()
     g = _generator(seed, ksp.device)
     x0 = prob.cg_image().expand((prob.b * prob.k,) + prob.adj_y.shape[1:]).clone()
@@ -307,6 +324,7 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
         d = den
         if cg_iters:
             d = conjugate_gradient(prob.op.normal, prob.adj_y, x0=den, max_iter=cg_iters)
+        d = prob.project(d)
         s_next = sig[i + 1] if i + 1 < len(sig) else 0.0
         if s_next > 0:
             eps = (x - den) / s
@@ -318,7 +336,8 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
 
 def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam: float = 0.5,
                max_iter: int = 50, step: float | None = None, mask=None, scaling="cg",
-               x0: torch.Tensor | None = None, callback=None) -> tuple[torch.Tensor, torch.Tensor]:
+               x0: torch.Tensor | None = None, callback=None,
+               support: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """PICS with the prior as regulariser (module docstring). Returns ``(image, scale)`` with the
     image in the data's units.
 
@@ -327,13 +346,14 @@ def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam:
     proximal step goes; the fixed point of that splitting is off the minimiser by O(step).)
     ``step`` defaults to ``0.95 / (1 + lam L_R)`` with ``L_R`` the prior's
     ``reg_lipschitz`` (``||A^H A|| <= 1`` for normalised coil maps). ``x0``: warm start in the
-    data's units (default: zeros, as BART).
+    data's units (default: zeros, as BART). ``support``: FISTA's proximal step is the
+    projection onto the coil maps' support (see :func:`fast_posterior`).
     """
     if lam < 0 or max_iter < 1 or (step is not None and not step > 0):
         raise InputError(f"need lam >= 0, max_iter >= 1, step > 0 (got {lam}, {max_iter}, {step})")
     if step is None:
         step = 0.95 / (1.0 + lam * prior.reg_lipschitz)
-    prob = _Problem(ksp, maps, mask, 1, scaling)
+    prob = _Problem(ksp, maps, mask, 1, scaling, support)
     start = None
     if x0 is not None:
         start = (x0.to(prob.adj_y.dtype)
@@ -344,6 +364,7 @@ def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam:
         return g + lam * prior.reg_grad(v) if lam else g
 
     cb = None if callback is None else (lambda it, v: callback(it + 1, max_iter))
-    x = fista(gradient_operator, prob.adj_y, lambda v, mu: v, step=step, max_iter=max_iter,
+    x = fista(gradient_operator, prob.adj_y, lambda v, mu: prob.project(v), step=step,
+              max_iter=max_iter,
               x0=start, callback=cb)
     return prob.unscale(x), prob.scale
