@@ -367,4 +367,4 @@ def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam:
     x = fista(gradient_operator, prob.adj_y, lambda v, mu: prob.project(v), step=step,
               max_iter=max_iter,
               x0=start, callback=cb)
-    return prob.unscale(x), prob.scale
+    return prob.unscale(prob.project(x)), prob.scale
