@@ -310,8 +310,9 @@ def main():
                 first = (case, s0)
         if cfg.real and kind == "poisson":
             log("real slice (acquired Poisson-disc pattern)")
-            results["cases"].append(run_case("real brain slice 180x230", real_case(cfg.real),
-                                             prior, cfg, lam_l1, lam_pics, s0, log))
+            real = real_case(cfg.real)
+            name = "real brain slice {}x{}".format(*real["ksp"].shape[-2:])
+            results["cases"].append(run_case(name, real, prior, cfg, lam_l1, lam_pics, s0, log))
     if first is not None and (cfg.sweep_fast or cfg.sweep_langevin):
         results["sweep"] = sweep(first[0], prior, cfg, first[1], log)
         figure(os.path.join(ROOT, "docs", "figures", "recon_nfe.png"), results["sweep"])
