@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("mriprior.cli.data", "datasets: import archives, build the open corpus, simulate"),
     "train": ("mriprior.cli.train", "train a score prior from a YAML config"),
     "sample": ("mriprior.cli.sample", "draw samples from a trained prior into a PNG grid"),
+    "augment": ("mriprior.cli.augment", "give a magnitude dataset a phase (complex dataset)"),
 }
 
 

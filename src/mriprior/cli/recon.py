@@ -54,6 +54,8 @@ def add_arguments(p):
     p.add_argument("--scaling", default="cg",
                    help="cg (default), adjoint, or a number the data are divided by")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-support", dest="support", action="store_false",
+                   help="do not zero the image where every coil map is 0 (default: zero it)")
     p.add_argument("-p", dest="pattern", help="sampling pattern file (default: nonzero k-space)")
     p.add_argument("--std", help="write the standard deviation map here")
     p.add_argument("--var", help="write the complex variance map here")
@@ -118,20 +120,22 @@ def run(args):
         if args.method == "pics":
             x, scale = prior_pics(ksp, maps, prior, lam=0.5 if args.lam is None else args.lam,
                                   max_iter=args.iters, mask=mask, scaling=scaling,
-                                  callback=progress)
+                                  callback=progress, support=args.support)
         else:
             keep = args.samples is not None
             if args.method == "fast":
                 r = fast_posterior(ksp, maps, prior, mask=mask, chains=args.chains or 8,
                                    nfe=args.nfe, sigma_start=args.sigma_start, eta=args.eta,
                                    cg_iters=args.cg, scaling=scaling, seed=args.seed,
-                                   keep_samples=keep, callback=progress)
+                                   keep_samples=keep, callback=progress,
+                                   support=args.support)
             else:
                 r = langevin_posterior(ksp, maps, prior, mask=mask, chains=args.chains or 10,
                                        n_levels=args.levels, skip=args.skip, steps=args.steps,
                                        lam=20.0 if args.lam is None else args.lam,
                                        noise_var=args.noise_var, scaling=scaling,
-                                       seed=args.seed, keep_samples=keep, callback=progress)
+                                       seed=args.seed, keep_samples=keep, callback=progress,
+                                       support=args.support)
             x, std, var, samples, scale = r.mmse, r.std, r.var, r.samples, r.scale
     if bar is not None:
         bar.close()

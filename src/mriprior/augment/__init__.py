@@ -1,0 +1,2 @@
+"""Phase augmentation: complex training data from magnitude-only archives (see ``phase`` and
+``job``)."""

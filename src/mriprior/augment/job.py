@@ -1,0 +1,285 @@
+"""The archive-scale phase-augmentation job: magnitude dataset in, complex dataset out.
+
+Work is cut into **chunks** of ``chunk`` consecutive input slices; chunk ``c`` is done by rank
+``c % world_size`` (``RANK`` / ``WORLD_SIZE`` from ``torchrun``; no process group is needed) and
+written, atomically (temporary name, then rename), to ``OUT.parts/chunk-CCCCCC.npz`` holding its
+``samples x slices`` images and their manifest records. A chunk's content depends only on the
+job's settings and ``c`` (its seed is derived from ``seed`` and ``c``), never on the number of
+ranks or on earlier interruptions. When every chunk exists, rank 0 assembles them, in order,
+into the output dataset (:class:`mriprior.data.dataset.DatasetWriter`: built in a temporary
+folder, renamed into place) and removes ``OUT.parts``.
+
+Resumable and idempotent: kill any rank at any moment and run the same command again; finished
+chunks are kept, a chunk's temporary file is ignored and redone, an interrupted assembly is
+redone, and a finished job says so and changes nothing. ``OUT.parts/job.json`` records the
+job's settings; running again with different settings is refused (naming the setting), so two
+different jobs never mix their chunks.
+
+Each output record is the source slice's record plus ``"augment": {"method", "sample",
+"source_index", "seed", "prior_sha256" (methods with a prior), "settings"}``; splits are kept, so
+all samples of a test slice stay in the test split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mriprior.augment.phase import METHODS, langevin_phase, smooth_phase, zero_phase
+from mriprior.data.dataset import DatasetWriter, open_dataset
+from mriprior.data.simulate import slice_seed
+from mriprior.errors import InputError
+
+__all__ = ["AugmentSettings", "augment_dataset", "work_dir"]
+
+PARTS_SUFFIX = ".parts"
+
+
+@dataclass
+class AugmentSettings:
+    """Everything that determines the output (recorded in ``job.json`` and the manifest)."""
+
+    method: str
+    samples: int = 1
+    seed: int = 0
+    chunk: int = 16
+    prior: str | None = None          # path (for the record); the hash is what is checked
+    prior_sha256: str | None = None
+    langevin: dict = field(default_factory=lambda: {"n_levels": 10, "steps": 50, "eta": 0.15})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise InputError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.samples < 1 or self.chunk < 1:
+            raise InputError(f"samples and chunk must be >= 1 (got {self.samples}, "
+                             f"{self.chunk})")
+        if self.method == "langevin" and self.prior is None:
+            raise InputError("method 'langevin' needs a complex prior (--prior)")
+
+    def signature(self) -> dict:
+        """The settings that must agree between runs writing the same chunks."""
+        sig = {"method": self.method, "samples": self.samples, "seed": self.seed,
+               "chunk": self.chunk}
+        if self.method == "langevin":
+            sig.update(prior_sha256=self.prior_sha256, langevin=dict(self.langevin))
+        return sig
+
+
+def work_dir(out) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + PARTS_SUFFIX)
+
+
+def _file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp_path)`` then rename to ``path`` (same folder); no partial file on a kill."""
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _chunk_path(parts: Path, c: int) -> Path:
+    return parts / f"chunk-{c:06d}.npz"
+
+
+def _diff(a: dict, b: dict) -> str:
+    keys = sorted(set(a) | set(b))
+    return ", ".join(f"{k} ({a.get(k)!r} vs {b.get(k)!r})" for k in keys if a.get(k) != b.get(k))
+
+
+class _Phaser:
+    """Applies the method to one batch of magnitudes ``(b, y, x)``."""
+
+    def __init__(self, settings: AugmentSettings, device):
+        self.s, self.device, self.prior = settings, torch.device(device), None
+        if settings.method == "langevin":
+            from mriprior.recon.priors import load_image_prior
+            self.prior = load_image_prior(settings.prior, device=self.device)
+            channels = getattr(self.prior, "meta", {}).get("data", {}).get("channels")
+            if channels != "complex":
+                raise InputError(f"{settings.prior}: a {channels!r} prior; phase augmentation "
+                                 "needs a complex prior")
+
+    def __call__(self, mag: torch.Tensor, seeds: list[int], batch_seed: int, callback=None):
+        mag = mag.to(self.device)
+        if self.s.method == "zero":
+            return zero_phase(mag)
+        if self.s.method == "smooth":
+            return smooth_phase(mag, seeds)
+        with torch.no_grad():
+            return langevin_phase(self.prior, mag, seed=batch_seed, callback=callback,
+                                  **self.s.langevin)
+
+
+def _source_hash(ds) -> str:
+    return hashlib.sha256((ds.path / "manifest.json").read_bytes()).hexdigest()
+
+
+def _do_chunk(ds, src_path, c, settings, phaser, batch, parts, callback=None) -> None:
+    n = len(ds)
+    lo, hi = c * settings.chunk, min(n, (c + 1) * settings.chunk)
+    items = [(i, k) for i in range(lo, hi) for k in range(settings.samples)]
+    images, records = [], []
+    for b0 in range(0, len(items), batch):
+        part = items[b0: b0 + batch]
+        mag = torch.from_numpy(np.stack([np.asarray(ds[i], dtype=np.float32) for i, _ in part]))
+        mag = mag.clamp_min(0)
+        seeds = [slice_seed(settings.seed, i * settings.samples + k) for i, k in part]
+        out = phaser(mag, seeds, slice_seed(settings.seed, c, 2) + b0, callback)
+        images.append(out.cpu().numpy().astype(np.complex64))
+        for (i, k), s in zip(part, seeds):
+            rec = {"method": settings.method, "sample": k, "source_index": i, "seed": s,
+                   "source_dataset": str(src_path)}
+            if settings.prior_sha256:
+                rec["prior_sha256"] = settings.prior_sha256
+            records.append(dict(ds.records[i], augment=rec))
+    arr = np.concatenate(images) if images else np.zeros((0,) + ds.shape, np.complex64)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, images=arr, records=np.array(json.dumps(records)))
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic_write(_chunk_path(parts, c), write)
+
+
+def _load_chunk(path: Path):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["images"], json.loads(str(z["records"]))
+    except Exception as e:  # noqa: BLE001 - any unreadable chunk is reported by name
+        raise InputError(f"{path}: unreadable chunk ({e}); delete it and run again") from None
+
+
+def _finished(out: Path, job: dict) -> bool:
+    m = out / "manifest.json"
+    if not m.exists():
+        return False
+    try:
+        done = json.loads(m.read_text()).get("options", {}).get("augment", {}).get("job")
+    except json.JSONDecodeError:
+        return False
+    return done == job
+
+
+def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, device="cpu",
+                    rank: int | None = None, world_size: int | None = None,
+                    overwrite: bool = False, progress=None, log=print,
+                    poll_seconds: float = 5.0) -> dict:
+    """Run (or resume) the job; see the module docstring. Returns a summary dict.
+
+    ``rank`` / ``world_size`` default to the ``RANK`` / ``WORLD_SIZE`` environment (torchrun).
+    Rank 0 waits for the other ranks' chunks (polling the folder) and assembles the dataset;
+    the other ranks return when their chunks are written. ``progress(done, total)`` counts this
+    rank's chunks.
+    """
+    from mriprior import __version__
+
+    src, out = Path(src), Path(out)
+    rank = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
+    world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
+    if not 0 <= rank < world_size:
+        raise InputError(f"rank {rank} out of range for world size {world_size}")
+    if src.resolve() == out.resolve():
+        raise InputError(f"--out {out} is the input dataset; choose another folder")
+    ds = open_dataset(src)
+    if ds.kind != "magnitude":
+        raise InputError(f"{src}: a {ds.kind!r} dataset; augmentation expects magnitudes")
+    if settings.prior is not None and settings.prior_sha256 is None:
+        p = Path(settings.prior)
+        weights = p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
+        if not weights.exists():
+            raise InputError(f"{weights}: prior weights not found")
+        settings.prior_sha256 = _file_sha256(weights)
+    job = {"format": "mriprior-augment-job", "version": 1, "source": str(src),
+           "source_manifest_sha256": _source_hash(ds), "count": len(ds),
+           "settings": settings.signature()}
+    parts = work_dir(out)
+    if _finished(out, job):
+        if rank == 0 and parts.exists():
+            shutil.rmtree(parts, ignore_errors=True)  # killed after the rename: tidy up
+        log(f"{out}: already complete ({len(ds) * settings.samples} slices); nothing to do")
+        return {"out": str(out), "count": len(ds) * settings.samples, "chunks_done": 0,
+                "already_complete": True}
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists and is not this job's finished output "
+                         "(use --force to replace it)")
+    parts.mkdir(parents=True, exist_ok=True)
+    jpath = parts / "job.json"
+    if jpath.exists():
+        old = json.loads(jpath.read_text())
+        if old != job:
+            raise InputError(f"{parts}: holds chunks of a different job: "
+                             f"{_diff(old.get('settings', {}), job['settings']) or _diff(old, job)}"
+                             f"; use the same settings, or delete {parts}")
+    else:  # every rank may write it: same content, atomic
+        _atomic_write(jpath, lambda t: t.write_text(json.dumps(job, indent=1)))
+    n_chunks = -(-len(ds) // settings.chunk)
+    mine = [c for c in range(n_chunks) if c % world_size == rank
+            and not _chunk_path(parts, c).exists()]
+    phaser = _Phaser(settings, device) if mine else None
+    t0 = time.perf_counter()
+    for j, c in enumerate(mine):
+        _do_chunk(ds, src, c, settings, phaser, batch, parts)
+        if progress is not None:
+            progress(j + 1, len(mine))
+    elapsed = time.perf_counter() - t0
+    summary = {"out": str(out), "chunks_done": len(mine), "chunks": n_chunks,
+               "seconds": elapsed, "rank": rank, "world_size": world_size}
+    if mine:
+        n_img = sum(min(len(ds), (c + 1) * settings.chunk) - c * settings.chunk for c in mine)
+        summary["images_per_s"] = n_img * settings.samples / max(elapsed, 1e-9)
+    if rank != 0:
+        return summary
+    missing = [c for c in range(n_chunks) if not _chunk_path(parts, c).exists()]
+    if missing:
+        log(f"rank 0: waiting for {len(missing)} chunks of the other ranks")
+    while missing:
+        time.sleep(poll_seconds)
+        missing = [c for c in missing if not _chunk_path(parts, c).exists()]
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # assemblies killed half-way
+        shutil.rmtree(stale, ignore_errors=True)
+    options = {"augment": {"job": job, "prior": settings.prior, "tool_version": __version__},
+               "source_options": ds.manifest.get("options", {})}
+    provenance = {"tool": "mriprior augment", "version": __version__, "source_dataset": str(src),
+                  "source_provenance": ds.manifest.get("provenance", {})}
+    count = 0
+    with DatasetWriter(out, "complex", ds.shape, options=options, provenance=provenance,
+                       overwrite=True) as w:
+        for c in range(n_chunks):
+            images, records = _load_chunk(_chunk_path(parts, c))
+            if len(images) != len(records):
+                raise InputError(f"{_chunk_path(parts, c)}: {len(images)} images but "
+                                 f"{len(records)} records; delete it and run again")
+            for img, rec in zip(images, records):
+                w.add(img, rec)
+            count += len(images)
+        expected = len(ds) * settings.samples
+        if count != expected:
+            raise InputError(f"{parts}: chunks hold {count} slices, expected {expected}")
+        w.summary = {"count": count, "method": settings.method, "samples": settings.samples}
+    shutil.rmtree(parts, ignore_errors=True)
+    summary.update(count=count, already_complete=False)
+    log(f"wrote {out}: {count} complex slices ({settings.method}, {settings.samples} per "
+        f"magnitude slice)")
+    return summary

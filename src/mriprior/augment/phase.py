@@ -1,0 +1,148 @@
+"""Phase for magnitude images: the methods that turn a magnitude archive into complex data.
+
+Shapes: magnitudes ``(batch, y, x)`` real, >= 0, any scale; every method returns complex64
+``(batch, y, x)`` images whose magnitude is the input magnitude (float32 rounding) and whose phase
+the method supplies. Randomness comes only from the integer ``seeds`` given per item, so an item's
+output does not depend on the batch it is processed in (except ``langevin``, whose items share
+one generator: see :func:`langevin_phase`).
+
+Methods (:data:`METHODS`):
+
+``zero``
+    phase 0 (the baseline of training on magnitudes as if they were complex).
+``smooth``
+    a smooth random phase: the background component of the simulator
+    (:mod:`mriprior.data.simulate`, ``docs/simulation.md``) alone, i.e. a random 2nd-order
+    polynomial with a uniform global offset plus a low-pass Gaussian random field; no
+    susceptibility field and no tissue offsets (:data:`SMOOTH_MODEL`).
+``langevin``
+    the first founding study's posterior sampling with an unconditional complex prior and a
+    magnitude likelihood (:func:`langevin_phase`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mriprior.data.simulate import PhaseModel, complex_from_magnitude
+from mriprior.diffusion.schedules import randn_like
+from mriprior.errors import InputError
+from mriprior.recon.priors import ImagePrior
+
+__all__ = ["METHODS", "SMOOTH_MODEL", "magnitude_loss", "magnitude_loss_grad", "langevin_phase",
+           "zero_phase", "smooth_phase", "with_phase"]
+
+METHODS = ("langevin", "smooth", "zero")
+SMOOTH_MODEL = PhaseModel(b0=(0.0,), class_std_ppm=0.0)
+
+
+def _check(mag) -> torch.Tensor:
+    if not torch.is_tensor(mag) or mag.is_complex() or mag.ndim != 3:
+        raise InputError(f"magnitudes must be real (batch, y, x), got "
+                         f"{getattr(mag, 'dtype', type(mag))} {tuple(getattr(mag, 'shape', ()))}")
+    if not bool(torch.isfinite(mag).all()) or bool((mag < 0).any()):
+        raise InputError("magnitudes must be finite and >= 0")
+    return mag
+
+
+def with_phase(mag: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``mag * exp(i angle(x))`` as complex64 (angle 0 where ``x == 0``)."""
+    return torch.polar(mag.to(torch.float32), torch.angle(x).to(torch.float32))
+
+
+def magnitude_loss(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``L(x) = sum (|x| - m)^2`` per image, ``(batch,)``."""
+    return (x.abs() - m).square().flatten(1).sum(1)
+
+
+def magnitude_loss_grad(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``grad L = 2 (|x| - m) x / |x|`` (complex, ``d/dRe + i d/dIm``).
+
+    At ``x = 0`` the gradient of ``|x|`` is undefined (every unit vector is a subgradient); we
+    take 0 there, and the ratio ``x / |x|`` is computed only where ``|x|`` is above the dtype's
+    smallest normal number, so no NaN or Inf can appear however small ``x`` gets.
+    """
+    a = x.abs()
+    tiny = torch.finfo(a.dtype).tiny
+    safe = a > tiny
+    unit = torch.where(safe, x / torch.where(safe, a, torch.ones_like(a)), torch.zeros_like(x))
+    return 2.0 * (a - m) * unit
+
+
+def langevin_phase(prior: ImagePrior, mag: torch.Tensor, *, n_levels: int = 10,
+                   steps: int = 50, eta: float = 0.15, seed: int = 0, sigma_max=None,
+                   sigma_min=None, likelihood_sigma: float | None = None,
+                   step_size: float = 0.2, callback=None) -> torch.Tensor:
+    """Sample ``x ~ p(x) exp(-L(x) / (2 s^2))`` by annealed Langevin dynamics; return
+    ``mag * exp(i angle(x))``.
+
+    The founding study's settings are the defaults: ``n_levels`` geometric noise levels from the
+    prior's ``sigma_max`` to ``sigma_min`` (``sigma_{N+1} = 0``), ``steps`` steps per level::
+
+        x <- x - eta grad L(x) + tau_i score(x, s_i) + std_i z,
+        tau_i = s_i^2 - s_{i+1}^2,  std_i = sqrt(s_{i+1}^2 tau_i / s_i^2)
+
+    with ``m = mag / max(mag)`` per image (the prior's normalisation) and ``z`` complex with unit
+    variance per component. Start: ``m exp(i phi_0)`` with a random global phase ``phi_0`` per
+    image plus noise at ``s_1``.
+
+    This published update is a *cold* sampler: its noise (``std_i^2 < 2 tau_i``) is below
+    what Langevin dynamics with step ``tau_i`` needs, and the last level (``std = 0``) is plain
+    gradient ascent, so its phases are more concentrated than the posterior's (measured in the
+    tests on a Gaussian prior). ``likelihood_sigma=s_L`` switches to annealed Langevin dynamics
+    on ``p_{s_i}(x) exp(-L(x) / (2 s_L^2))``: ``x <- x + (a_i / 2) (score - grad L / (2 s_L^2))
+    + sqrt(a_i) z`` with ``a_i = step_size / (1 / s_i^2 + 1 / s_L^2)``, which samples that
+    posterior as the levels go to 0 (tested against numerical integration); ``eta`` then does
+    not apply. ``n_levels * steps`` network evaluations per image (500 with
+    the defaults); several samples of one image = repeat it in the batch. The batch shares one
+    generator seeded with ``seed``: an item's result depends on the batch it was drawn in (the
+    batch job keeps the batches fixed, so it is reproducible). ``callback(done, total)``.
+    """
+    mag = _check(mag)
+    if n_levels < 1 or steps < 1 or not eta > 0:
+        raise InputError(f"need n_levels >= 1, steps >= 1, eta > 0 (got {n_levels}, {steps}, "
+                         f"{eta})")
+    from mriprior.recon.posterior import _levels
+
+    peak = mag.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+    m = (mag.to(torch.float32) / peak.reshape(-1, 1, 1).to(torch.float32))
+    g = torch.Generator(device=mag.device).manual_seed(int(seed))
+    phi0 = 2 * math.pi * torch.rand(mag.shape[0], 1, 1, generator=g, device=mag.device)
+    sig = _levels(prior, n_levels, sigma_max, sigma_min).tolist() + [0.0]
+    x = torch.polar(m, phi0.expand_as(m)) + sig[0] * randn_like(m, g, dtype=torch.complex64)
+    total, done = n_levels * steps, 0
+    if likelihood_sigma is not None and not likelihood_sigma > 0:
+        raise InputError(f"likelihood_sigma must be positive, got {likelihood_sigma}")
+    for i in range(n_levels):
+        s, s_next = sig[i], sig[i + 1]
+        if likelihood_sigma is None:  # the published update
+            tau = s * s - s_next * s_next
+            std = math.sqrt(s_next * s_next * tau / (s * s))
+        else:
+            w = 1.0 / (2.0 * likelihood_sigma ** 2)
+            a = step_size / (1.0 / (s * s) + 1.0 / likelihood_sigma ** 2)
+        for _ in range(steps):
+            if likelihood_sigma is None:
+                x = x - eta * magnitude_loss_grad(x, m) + tau * prior.score(x, s)
+                if std > 0:
+                    x = x + std * randn_like(x, g)
+            else:
+                grad = prior.score(x, s) - w * magnitude_loss_grad(x, m)
+                x = x + (0.5 * a) * grad + math.sqrt(a) * randn_like(x, g)
+            done += 1
+            if callback is not None:
+                callback(done, total)
+    return with_phase(mag, x)
+
+
+def zero_phase(mag: torch.Tensor) -> torch.Tensor:
+    return _check(mag).to(torch.complex64)
+
+
+def smooth_phase(mag: torch.Tensor, seeds) -> torch.Tensor:
+    """Smooth random phase (:data:`SMOOTH_MODEL`), one seed per item."""
+    img, _ = complex_from_magnitude(_check(mag), seeds=[int(s) for s in seeds],
+                                    model=SMOOTH_MODEL)
+    return img
