@@ -308,3 +308,107 @@ def test_cli_killed_at_random_times_then_completes(magdata, tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     _check_output(out, magdata / "mag", 3, "smooth")
+
+
+# ----------------------------------------------------------------------------- conditional model
+
+class _GaussianConditional(torch.nn.Module):
+    """Analytic conditional 'network': x | m ~ N(m exp(i theta0), v) per pixel and component,
+    output sigma * score in (re, im) channels, the contract of a trained conditional U-Net."""
+
+    config = {"in_channels": 2, "cond_channels": 1}
+
+    def __init__(self, v, theta0):
+        super().__init__()
+        self.v, self.theta0 = v, theta0
+
+    def forward(self, x, sigma, cond):
+        s = sigma.reshape(-1, 1, 1, 1).to(x.dtype)
+        mu = torch.cat([cond * math.cos(self.theta0), cond * math.sin(self.theta0)], 1)
+        return s * (mu - x) / (self.v + s * s)
+
+
+def _projected_normal_mean_cos(r, v):
+    """E cos(arg x - arg mu) for complex x ~ N(mu, v per component), |mu| = r (integration)."""
+    rr = np.linspace(0, r + 8 * math.sqrt(v), 2001)
+    th = np.linspace(-np.pi, np.pi, 721, endpoint=False)
+    R, T = np.meshgrid(rr, th, indexing="ij")
+    w = np.exp(-((R * np.cos(T) - r) ** 2 + (R * np.sin(T)) ** 2) / (2 * v)) * R
+    return float((np.cos(T) * w).sum() / w.sum())
+
+
+def test_conditional_sampler_on_a_known_conditional_distribution():
+    from mriprior.augment.phase import conditional_phase
+    from mriprior.recon.priors import DiffusionPrior
+
+    v, theta0 = 0.25, 1.0
+    net = _GaussianConditional(v, theta0)
+    prior = DiffusionPrior(net, {"parametrisation": "score",
+                                 "diffusion": {"type": "ve", "sigma_min": 0.01,
+                                               "sigma_max": 2.0}})
+    mag = torch.ones(64, 8, 8) * 3.0  # normalised to m = 1 by the sampler
+    out = conditional_phase(prior, mag, n_levels=100, seed=0)
+    assert torch.allclose(out.abs(), mag, rtol=1e-6)
+    d = out.angle() - theta0
+    want = _projected_normal_mean_cos(1.0, v)  # 0.85
+    assert abs(float(torch.cos(d).mean()) - want) < 0.02, (float(torch.cos(d).mean()), want)
+    assert abs(float(torch.sin(d).mean())) < 0.02
+    with pytest.raises(InputError, match="conditional"):
+        conditional_phase(GaussianPrior(), mag)
+
+
+@pytest.fixture(scope="module")
+def conditional_model(tmp_path_factory):
+    """A tiny conditional U-Net trained for 6 steps by the priors engine."""
+    from mriprior.priors.train import train
+
+    d = tmp_path_factory.mktemp("cond")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:16, :16] / 16.0
+    with DatasetWriter(d / "cplx", "complex", (16, 16), options={"normalize": "max"}) as w:
+        for i in range(12):
+            mag = np.exp(-((yy - 0.5) ** 2 + (xx - 0.5) ** 2) / 0.1)
+            w.add((mag * np.exp(1j * (3 * xx + rng.uniform(0, 1)))).astype(np.complex64),
+                  {"source": f"c{i}", "split": "val" if i >= 10 else "train"})
+    raw = {"model": {"type": "unet", "base_channels": 8, "channel_mults": [1, 2],
+                     "num_res_blocks": 1, "attention_levels": [], "cond_channels": 1},
+           "data": {"path": str(d / "cplx"), "crop": 16, "channels": "complex",
+                    "num_workers": 0},
+           "diffusion": {"type": "ve", "sigma_min": 0.01, "sigma_max": 1.0},
+           "optim": {"lr": 2e-3, "warmup_steps": 1},
+           "train": {"batch_size": 4, "steps": 6, "save_every": 3, "output": str(d / "run"),
+                     "device": "cpu", "log_every": 3},
+           "heldout": {"every": 3, "n_images": 2, "sigmas": [0.1, 1.0]}}
+    res = train(raw)
+    assert res["step"] == 6
+    return d
+
+
+def test_conditional_model_trains_exports_and_augments(conditional_model, magdata, tmp_path):
+    from mriprior.priors.config import validate_config
+    from mriprior.recon.priors import load_image_prior
+
+    prior = conditional_model / "run" / "prior"
+    meta = json.loads(prior.with_suffix(".json").read_text())
+    assert meta["conditioning"] == "magnitude" and meta["network"]["cond_channels"] == 1
+    log = [json.loads(line) for line in (conditional_model / "run" / "log.jsonl").open()]
+    held = [r["heldout"] for r in log if "heldout" in r]
+    assert held and all(math.isfinite(v) for v in held[-1].values())
+    with pytest.raises(InputError, match="conditional model"):
+        load_image_prior(prior)  # not a reconstruction prior
+    assert main(["sample", "--prior", str(prior), "--n", "1", "--out",
+                 str(tmp_path / "g.png")]) == 2
+    out = tmp_path / "cond"
+    assert main(["augment", "--method", "conditional", "--prior", str(prior), "--levels", "3",
+                 "--quiet", "--in", str(magdata / "mag"), "--out", str(out)]) == 0
+    _check_output(out, magdata / "mag", 1, "conditional")
+    # the wrong pairings are refused
+    assert main(["augment", "--method", "langevin", "--prior", str(prior), "--quiet",
+                 "--in", str(magdata / "mag"), "--out", str(tmp_path / "bad")]) == 2
+    assert main(["augment", "--method", "conditional", "--prior", str(magdata / "prior"),
+                 "--quiet", "--in", str(magdata / "mag"), "--out", str(tmp_path / "bad")]) == 2
+    bad = {"model": {"preset": "cpu-small", "in_channels": 1, "cond_channels": 1},
+           "data": {"path": str(conditional_model / "cplx"), "channels": "magnitude"},
+           "train": {"output": str(tmp_path / "x"), "steps": 10}}
+    with pytest.raises(InputError, match="cond_channels"):
+        validate_config(bad)

@@ -16,8 +16,6 @@ from torch import nn
 import mriprior.diffusion as d
 from mriprior.errors import InputError
 
-torch.set_num_threads(2)
-
 S = 0.5  # data standard deviation
 DIM = 256
 BATCH = 64

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mriprior.augment.phase import METHODS, langevin_phase, smooth_phase, zero_phase
+from mriprior.augment.phase import (METHODS, conditional_phase, langevin_phase, smooth_phase,
+                                    zero_phase)
 from mriprior.data.dataset import DatasetWriter, open_dataset
 from mriprior.data.simulate import slice_seed
 from mriprior.errors import InputError
@@ -54,6 +55,7 @@ class AugmentSettings:
     prior: str | None = None          # path (for the record); the hash is what is checked
     prior_sha256: str | None = None
     langevin: dict = field(default_factory=lambda: {"n_levels": 10, "steps": 50, "eta": 0.15})
+    conditional: dict = field(default_factory=lambda: {"n_levels": 200, "snr": 0.16})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -61,15 +63,18 @@ class AugmentSettings:
         if self.samples < 1 or self.chunk < 1:
             raise InputError(f"samples and chunk must be >= 1 (got {self.samples}, "
                              f"{self.chunk})")
-        if self.method == "langevin" and self.prior is None:
-            raise InputError("method 'langevin' needs a complex prior (--prior)")
+        if self.method in ("langevin", "conditional") and self.prior is None:
+            raise InputError(f"method {self.method!r} needs a model (--prior)")
+        if self.method not in ("langevin", "conditional") and self.prior is not None:
+            raise InputError(f"method {self.method!r} takes no prior")
 
     def signature(self) -> dict:
         """The settings that must agree between runs writing the same chunks."""
         sig = {"method": self.method, "samples": self.samples, "seed": self.seed,
                "chunk": self.chunk}
-        if self.method == "langevin":
-            sig.update(prior_sha256=self.prior_sha256, langevin=dict(self.langevin))
+        if self.method in ("langevin", "conditional"):
+            sig.update({"prior_sha256": self.prior_sha256,
+                        self.method: dict(getattr(self, self.method))})
         return sig
 
 
@@ -111,13 +116,23 @@ class _Phaser:
 
     def __init__(self, settings: AugmentSettings, device):
         self.s, self.device, self.prior = settings, torch.device(device), None
-        if settings.method == "langevin":
-            from mriprior.recon.priors import load_image_prior
-            self.prior = load_image_prior(settings.prior, device=self.device)
-            channels = getattr(self.prior, "meta", {}).get("data", {}).get("channels")
-            if channels != "complex":
-                raise InputError(f"{settings.prior}: a {channels!r} prior; phase augmentation "
-                                 "needs a complex prior")
+        if settings.method in ("langevin", "conditional"):
+            from mriprior.priors.export import load_prior
+            from mriprior.recon.priors import DiffusionPrior
+
+            net, meta = load_prior(settings.prior, device=self.device)
+            channels = meta.get("data", {}).get("channels")
+            conditional = bool(int(net.config.get("cond_channels", 0)))
+            if channels != "complex" or meta.get("parametrisation") not in ("score", "eps"):
+                raise InputError(f"{settings.prior}: phase augmentation needs a complex "
+                                 f"diffusion model (this one: {channels!r}, "
+                                 f"{meta.get('parametrisation')!r})")
+            if conditional != (settings.method == "conditional"):
+                raise InputError(f"{settings.prior}: "
+                                 + ("a conditional model: use --method conditional"
+                                    if conditional else "an unconditional prior: use "
+                                    "--method langevin"))
+            self.prior = DiffusionPrior(net, meta)
 
     def __call__(self, mag: torch.Tensor, seeds: list[int], batch_seed: int, callback=None):
         mag = mag.to(self.device)
@@ -126,6 +141,9 @@ class _Phaser:
         if self.s.method == "smooth":
             return smooth_phase(mag, seeds)
         with torch.no_grad():
+            if self.s.method == "conditional":
+                return conditional_phase(self.prior, mag, seed=batch_seed, callback=callback,
+                                         **self.s.conditional)
             return langevin_phase(self.prior, mag, seed=batch_seed, callback=callback,
                                   **self.s.langevin)
 
@@ -215,7 +233,9 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
            "source_manifest_sha256": _source_hash(ds), "count": len(ds),
            "settings": settings.signature()}
     parts = work_dir(out)
-    if _finished(out, job):
+    finished = _finished(out, job)
+    phaser = None if finished else _Phaser(settings, device)  # checks the model before any write
+    if finished:
         if rank == 0 and parts.exists():
             shutil.rmtree(parts, ignore_errors=True)  # killed after the rename: tidy up
         log(f"{out}: already complete ({len(ds) * settings.samples} slices); nothing to do")
@@ -237,7 +257,6 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
     n_chunks = -(-len(ds) // settings.chunk)
     mine = [c for c in range(n_chunks) if c % world_size == rank
             and not _chunk_path(parts, c).exists()]
-    phaser = _Phaser(settings, device) if mine else None
     t0 = time.perf_counter()
     for j, c in enumerate(mine):
         _do_chunk(ds, src, c, settings, phaser, batch, parts)

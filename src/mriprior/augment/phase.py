@@ -18,6 +18,11 @@ Methods (:data:`METHODS`):
 ``langevin``
     the first founding study's posterior sampling with an unconditional complex prior and a
     magnitude likelihood (:func:`langevin_phase`).
+``conditional``
+    the second founding study's approach: a score model of the complex image *given* its
+    magnitude (a U-Net with the normalised magnitude as an extra input channel, trained by
+    ``mriprior train`` with ``model.cond_channels: 1``), sampled by VE predictor-corrector
+    (:func:`conditional_phase`).
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from mriprior.errors import InputError
 from mriprior.recon.priors import ImagePrior
 
 __all__ = ["METHODS", "SMOOTH_MODEL", "magnitude_loss", "magnitude_loss_grad", "langevin_phase",
-           "zero_phase", "smooth_phase", "with_phase"]
+           "conditional_phase", "zero_phase", "smooth_phase", "with_phase"]
 
-METHODS = ("langevin", "smooth", "zero")
+METHODS = ("langevin", "conditional", "smooth", "zero")
 SMOOTH_MODEL = PhaseModel(b0=(0.0,), class_std_ppm=0.0)
 
 
@@ -106,8 +111,7 @@ def langevin_phase(prior: ImagePrior, mag: torch.Tensor, *, n_levels: int = 10,
                          f"{eta})")
     from mriprior.recon.posterior import _levels
 
-    peak = mag.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny)
-    m = (mag.to(torch.float32) / peak.reshape(-1, 1, 1).to(torch.float32))
+    m = _normalised(mag)
     g = torch.Generator(device=mag.device).manual_seed(int(seed))
     phi0 = 2 * math.pi * torch.rand(mag.shape[0], 1, 1, generator=g, device=mag.device)
     sig = _levels(prior, n_levels, sigma_max, sigma_min).tolist() + [0.0]
@@ -134,6 +138,52 @@ def langevin_phase(prior: ImagePrior, mag: torch.Tensor, *, n_levels: int = 10,
             done += 1
             if callback is not None:
                 callback(done, total)
+    return with_phase(mag, x)
+
+
+def _normalised(mag):
+    peak = mag.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+    return mag.to(torch.float32) / peak.reshape(-1, 1, 1).to(torch.float32)
+
+
+def conditional_phase(prior, mag: torch.Tensor, *, n_levels: int = 200, snr: float = 0.16,
+                      n_corrector: int = 1, seed: int = 0, callback=None) -> torch.Tensor:
+    """Sample ``x ~ p(x | m)`` with a conditional score model and return ``mag * exp(i
+    angle(x))``.
+
+    ``prior``: a conditional :class:`~mriprior.recon.priors.DiffusionPrior` (``cond_channels =
+    1``); ``m = mag / max(mag)`` per image is its condition. VE predictor-corrector
+    (:func:`mriprior.diffusion.samplers.predictor_corrector`) over ``n_levels`` geometric levels
+    from the prior's ``sigma_max`` to ``sigma_min`` and a final noise-free step, starting from
+    ``sigma_max`` times complex noise: ``(1 + n_corrector) * n_levels`` network evaluations
+    per image (the second founding study: 1,000 levels, ~2,000 evaluations). The batch shares
+    one generator seeded with ``seed``.
+    """
+    from mriprior.diffusion.samplers import predictor_corrector
+    from mriprior.recon.posterior import _levels
+
+    mag = _check(mag)
+    if not getattr(prior, "cond_channels", 0):
+        raise InputError("method 'conditional' needs a conditional model (cond_channels = 1)")
+    if n_levels < 1:
+        raise InputError(f"n_levels must be >= 1, got {n_levels}")
+    m = _normalised(mag)
+    bound = prior.conditioned_on(m[:, None])
+    sig = torch.cat([_levels(prior, n_levels), torch.zeros(1, dtype=torch.float64)])
+    g = torch.Generator(device=mag.device).manual_seed(int(seed))
+    x0 = float(sig[0]) * randn_like(m, g, dtype=torch.complex64)
+    done = [0]
+
+    def score(x, s):
+        return bound.score(x, float(s.reshape(-1)[0]))
+
+    def tick(_):
+        done[0] += 1
+        if callback is not None:
+            callback(done[0], n_levels)
+
+    x = predictor_corrector(score, x0, sig, generator=g, n_corrector=n_corrector, snr=snr,
+                            callback=tick)
     return with_phase(mag, x)
 
 

@@ -6,8 +6,9 @@
     torchrun --nproc_per_node 4 -m mriprior.cli.main augment --method langevin ... --device cuda
 
 Methods: langevin (posterior sampling with an unconditional complex prior and a magnitude
-likelihood, the first founding study: 10 levels x 50 steps, eta 0.15), smooth (low-order
-polynomial + low-pass random-field phase), zero. The output keeps each measured magnitude.
+likelihood, the first founding study: 10 levels x 50 steps, eta 0.15), conditional (a score model
+of the complex image given its magnitude, trained with `model.cond_channels: 1`; predictor-
+corrector, 200 levels), smooth (low-order polynomial + low-pass random-field phase), zero. The output keeps each measured magnitude.
 
 The job works in chunks of --chunk input slices written to OUT.parts/ as they finish; killed at
 any moment, the same command resumes it (finished chunks are kept) and finally assembles OUT
@@ -20,17 +21,22 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    p.add_argument("--method", required=True, choices=("langevin", "smooth", "zero"))
-    p.add_argument("--prior", default=None, help="complex prior (langevin)")
+    p.add_argument("--method", required=True,
+                   choices=("langevin", "conditional", "smooth", "zero"))
+    p.add_argument("--prior", default=None,
+                   help="langevin: a complex prior; conditional: a conditional model")
     p.add_argument("--in", dest="src", required=True, metavar="MAG_DATASET")
     p.add_argument("--out", required=True, metavar="COMPLEX_DATASET")
     p.add_argument("--samples", type=int, default=1,
                    help="phase samples per magnitude slice (default 1; the study used 5)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--levels", type=int, default=10, help="langevin: noise levels (default 10)")
+    p.add_argument("--levels", type=int, default=None,
+                   help="noise levels (default: langevin 10, conditional 200)")
     p.add_argument("--steps", type=int, default=50, help="langevin: steps per level (default 50)")
     p.add_argument("--eta", type=float, default=0.15,
                    help="langevin: magnitude-likelihood step (default 0.15)")
+    p.add_argument("--snr", type=float, default=0.16,
+                   help="conditional: predictor-corrector signal-to-noise ratio (default 0.16)")
     p.add_argument("--chunk", type=int, default=16, help="input slices per chunk (default 16)")
     p.add_argument("--batch", type=int, default=8, help="images per network call (default 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto; under torchrun "
@@ -65,12 +71,13 @@ def run(args) -> int:
     from mriprior.augment.job import AugmentSettings, augment_dataset
     from mriprior.errors import InputError
 
-    if args.prior is not None and args.method != "langevin":
+    if args.prior is not None and args.method not in ("langevin", "conditional"):
         raise InputError(f"--prior does not apply to --method {args.method}")
     settings = AugmentSettings(method=args.method, samples=args.samples, seed=args.seed,
                                chunk=args.chunk, prior=args.prior,
-                               langevin={"n_levels": args.levels, "steps": args.steps,
-                                         "eta": args.eta})
+                               langevin={"n_levels": args.levels or 10, "steps": args.steps,
+                                         "eta": args.eta},
+                               conditional={"n_levels": args.levels or 200, "snr": args.snr})
     rank = int(os.environ.get("RANK", "0"))
     bar = None
 

@@ -91,18 +91,23 @@ class ScoreModel(nn.Module):
     and the result is returned complex (``d/dRe + i d/dIm``).
     """
 
-    def __init__(self, net: nn.Module, parametrisation: str = "score"):
+    def __init__(self, net: nn.Module, parametrisation: str = "score",
+                 cond: torch.Tensor | None = None):
         super().__init__()
         if parametrisation not in PARAMETRISATIONS:
             raise InputError(f"unknown parametrisation {parametrisation!r}; "
                              f"choose from {PARAMETRISATIONS}")
         self.net = net
         self.parametrisation = parametrisation
+        self.cond = cond  # (batch, cond_channels, H, W) for conditional networks
+
+    def _call(self, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.net(v, sigma) if self.cond is None else self.net(v, sigma, self.cond)
 
     def _net(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if x.is_complex():
-            return channels_to_complex(self.net(complex_to_channels(x), sigma))
-        return self.net(x, sigma)
+            return channels_to_complex(self._call(complex_to_channels(x), sigma))
+        return self._call(x, sigma)
 
     def scaled_score(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """``sigma * score(x, sigma)`` (``~ -z``): the quantity the VE loss compares with ``-z``."""

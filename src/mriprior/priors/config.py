@@ -277,8 +277,10 @@ def _model(raw: Any, channels: str) -> dict:
         raise InputError(f"model.in_channels: the network has {cfg['in_channels']} input / "
                          f"{out_ch} output channels, data.channels {channels!r} needs {need}")
     if cfg.get("cond_channels", 0):
-        raise InputError("model.cond_channels: conditional networks are not trained by "
-                         "`mriprior train`")
+        # A conditional phase model: the complex image given its magnitude (1 channel).
+        if channels != "complex" or cfg["cond_channels"] != 1 or kind != "unet":
+            raise InputError("model.cond_channels: a conditional model is a U-Net with "
+                             "cond_channels: 1 (the magnitude) on data.channels: complex")
     return cfg
 
 

@@ -40,6 +40,9 @@ def sample_prior(net: torch.nn.Module, meta: dict, n: int = 16, size=(128, 128),
     if n < 1 or steps < 1:
         raise InputError(f"n ({n}) and steps ({steps}) must be >= 1")
     h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if int(getattr(net, "config", {}).get("cond_channels", 0)):
+        raise InputError("a conditional model (phase given magnitude) has no unconditional "
+                         "samples; use `mriprior augment --method conditional`")
     if meta.get("prior_type", "diffusion") == "pixelcnn":
         if sampler != "ancestral":
             raise InputError(f"a pixelcnn prior is sampled ancestrally (pixel by pixel); "

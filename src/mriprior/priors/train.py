@@ -410,6 +410,15 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
 
     is_pixelcnn = cfg["model"]["type"] == "pixelcnn"
     in_channels = cfg["model"]["in_channels"]
+    is_cond = bool(cfg["model"].get("cond_channels", 0))
+
+    def with_cond(x0):
+        """The network as the losses call it: conditional models see the magnitude of x0."""
+        if not is_cond:
+            return model
+        cond = x0.square().sum(1, keepdim=True).sqrt()  # (B, 1, H, W) from (re, im)
+        return lambda v, sigma: model(v, sigma, cond)
+
     parametrisation = "nll" if is_pixelcnn else "score" if diff["type"] == "ve" else "eps"
     if is_pixelcnn:
         def loss_fn(x0):  # NLL in bits/dim per image (mean over elements, like the DSM losses)
@@ -418,11 +427,11 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
             return bits_per_dim(nll, xn[0].numel()), None
     elif diff["type"] == "ve":
         def loss_fn(x0):
-            return ve_dsm_loss(model, x0, noise_gen, sigma_min=diff["sigma_min"],
+            return ve_dsm_loss(with_cond(x0), x0, noise_gen, sigma_min=diff["sigma_min"],
                                sigma_max=diff["sigma_max"], t_eps=diff["t_eps"])
     else:
         def loss_fn(x0):
-            return vp_eps_loss(model, x0, noise_gen, beta_min=diff["beta_min"],
+            return vp_eps_loss(with_cond(x0), x0, noise_gen, beta_min=diff["beta_min"],
                                beta_max=diff["beta_max"], t_eps=diff["t_eps"])
 
     kind_meta = (likelihood_meta(in_channels) if is_pixelcnn else
@@ -431,6 +440,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         **kind_meta,
         "network": cfg["model"],
         "parametrisation": parametrisation,
+        **({"conditioning": "magnitude"} if is_cond else {}),
         "data": {"channels": dcfg["channels"],
                  "normalisation": _find_key(ds.manifest.get("options", {}), "normalize"),
                  "kind": ds.kind, "crop": dcfg["crop"], "split": dcfg["split"],
@@ -485,11 +495,12 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
                     bpd.append(bits_per_dim(nll.double(), xn[0].numel()))
                 result = {"nll_bpd": float(torch.cat(bpd).mean())}
             else:
-                score = ScoreModel(net, parametrisation)
+                cond = (heldout_x.square().sum(1, keepdim=True).sqrt() if is_cond else None)
+                score = ScoreModel(net, parametrisation, cond=cond)
                 losses = heldout_dsm_loss(score.scaled_score, heldout_x, hcfg["sigmas"],
                                           seed=seed)
                 result = {f"{s:g}": float(v) for s, v in zip(hcfg["sigmas"], losses)}
-            if grid_cfg and logger.tb is not None:
+            if grid_cfg and logger.tb is not None and not is_cond:
                 from mriprior.priors.sampling import sample_grid_images, sample_prior
 
                 samples = sample_prior(net, prior_meta, n=grid_cfg["n"],

@@ -109,24 +109,53 @@ class DiffusionPrior(ImagePrior):
         if self.channels not in (1, 2):
             raise InputError(f"prior network has {self.channels} input channels; expected 2 "
                              "(complex) or 1 (magnitude)")
+        self.cond_channels = int(getattr(net, "config", {}).get("cond_channels", 0))
+        self.cond = None  # set by conditioned_on
         self.multiple = int(getattr(net, "size_multiple", 1))
         self.max_batch = max_batch
         p = next(net.parameters(), None)
         self.device = p.device if p is not None else torch.device("cpu")
         self.dtype = p.dtype if p is not None else torch.float32
 
+    def conditioned_on(self, cond: torch.Tensor) -> "DiffusionPrior":
+        """This conditional prior with its condition fixed (``(batch, cond_channels, y, x)``
+        real, e.g. the normalised magnitude): ``score(x, sigma)`` is then the score of
+        ``p_sigma(x | cond)`` for ``x`` of the same batch and size."""
+        import copy
+
+        if not self.cond_channels:
+            raise InputError("this prior is not conditional (cond_channels = 0)")
+        if cond.ndim != 4 or cond.shape[1] != self.cond_channels:
+            raise InputError(f"condition must be (batch, {self.cond_channels}, y, x), got "
+                             f"{tuple(cond.shape)}")
+        bound = copy.copy(self)
+        bound.cond = cond.to(device=self.device, dtype=self.dtype)
+        return bound
+
     def _net_score(self, v: torch.Tensor, sigma: float) -> torch.Tensor:
         """Score of the network's own variable (complex image, or real magnitude)."""
+        from mriprior.diffusion.losses import ScoreModel
+
         h, w = v.shape[-2:]
+        cond = self.cond
+        if self.cond_channels:
+            if cond is None:
+                raise InputError("a conditional prior: call conditioned_on(cond) first")
+            if cond.shape[0] != v.shape[0] or cond.shape[-2:] != (h, w):
+                raise InputError(f"condition {tuple(cond.shape)} does not match the images "
+                                 f"{tuple(v.shape)}")
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         if ph or pw:  # zero padding (air) around the field of view, centred
             pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
             v = (torch.complex(F.pad(v.real, pad), F.pad(v.imag, pad)) if v.is_complex()
                  else F.pad(v, pad))
+            cond = F.pad(cond, pad) if cond is not None else None
         out = []
         step = self.max_batch or v.shape[0]
         for i in range(0, v.shape[0], step):
-            out.append(self.model.score(v[i:i + step], sigma))
+            model = (self.model if cond is None else
+                     ScoreModel(self.model.net, self.model.parametrisation, cond[i:i + step]))
+            out.append(model.score(v[i:i + step], sigma))
         s = torch.cat(out)
         if ph or pw:
             s = s[..., ph // 2: ph // 2 + h, pw // 2: pw // 2 + w]
@@ -188,4 +217,7 @@ def load_image_prior(path, device=None, reg_sigma: float | None = None,
     if meta.get("prior_type", "diffusion") == "pixelcnn" or meta.get("parametrisation") == "nll":
         from mriprior.recon.pixelcnn_prior import PixelCNNPrior  # explicit-likelihood priors
         return PixelCNNPrior(net, meta)
+    if int(net.config.get("cond_channels", 0) if hasattr(net, "config") else 0):
+        raise InputError(f"{path}: a conditional model (phase given magnitude), not an image "
+                         "prior; it is used by `mriprior augment --method conditional`")
     return DiffusionPrior(net, meta, reg_sigma=reg_sigma, max_batch=max_batch)
