@@ -412,3 +412,10 @@ def test_conditional_model_trains_exports_and_augments(conditional_model, magdat
            "train": {"output": str(tmp_path / "x"), "steps": 10}}
     with pytest.raises(InputError, match="cond_channels"):
         validate_config(bad)
+
+
+def test_shipped_conditional_config_validates():
+    from mriprior.priors.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "cond-phase-cpu.yaml")
+    assert cfg["model"]["cond_channels"] == 1 and cfg["data"]["channels"] == "complex"
