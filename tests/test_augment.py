@@ -419,3 +419,42 @@ def test_shipped_conditional_config_validates():
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "cond-phase-cpu.yaml")
     assert cfg["model"]["cond_channels"] == 1 and cfg["data"]["channels"] == "complex"
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def test_phase_error_metric_known_values():
+    from mriprior.experiments.phase_eval import phase_error, spectrum_distance
+
+    g = torch.Generator().manual_seed(0)
+    mag = torch.rand(2, 32, 32, generator=g) + 0.5
+    ref = smooth_phase(mag, [1, 2])
+    mask = torch.ones(2, 32, 32, dtype=torch.bool)
+    e = phase_error(ref, ref, mask)
+    assert max(e["raw"]) < 1e-6 and max(e["offset_removed"]) < 1e-6
+    shifted = ref * torch.exp(torch.tensor(0.7j))
+    e = phase_error(shifted.to(torch.complex64), ref, mask)
+    assert np.allclose(e["raw"], 0.7, atol=1e-5) and max(e["offset_removed"]) < 1e-5
+    rnd = torch.polar(mag, 2 * math.pi * torch.rand(2, 32, 32, generator=g))
+    e = phase_error(rnd, ref, mask)
+    assert all(abs(v - math.pi / 2) < 0.1 for v in e["offset_removed"])  # unrelated: ~pi/2
+    assert max(spectrum_distance(ref, ref, mask)) == 0
+    assert min(spectrum_distance(rnd, ref, mask)) > 0.5
+
+
+def test_cli_experiment_phase(tmp_path):
+    yy, xx = np.mgrid[:48, :48] / 48.0
+    rng = np.random.default_rng(0)
+    with DatasetWriter(tmp_path / "c", "complex", (48, 48)) as w:
+        for i in range(6):
+            mag = np.exp(-((yy - 0.5) ** 2 + (xx - 0.5) ** 2) / 0.08) * (1 + 0.2 * rng.random())
+            w.add((mag * np.exp(1j * 2 * (xx + yy))).astype(np.complex64),
+                  {"source": f"x{i}", "split": "test" if i > 2 else "train"})
+    docs = tmp_path / "exp.md"
+    assert main(["experiment", "phase", "--data", str(tmp_path / "c"), "--slices", "2",
+                 "--out", str(tmp_path / "fig"), "--docs", str(docs)]) == 0
+    res = json.loads((tmp_path / "fig" / "phase_eval.json").read_text())
+    assert res["methods"] == ["zero", "smooth"] and len(res["per_case"]) == 2
+    assert (tmp_path / "fig" / "phase_eval.png").exists()
+    text = docs.read_text()
+    assert "| **mean** |" in text and "mriprior experiment phase" in text

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mriprior.cli.train", "train a score prior from a YAML config"),
     "sample": ("mriprior.cli.sample", "draw samples from a trained prior into a PNG grid"),
     "augment": ("mriprior.cli.augment", "give a magnitude dataset a phase (complex dataset)"),
+    "experiment": ("mriprior.cli.experiment", "run an experiment behind the docs' tables"),
 }
 
 
