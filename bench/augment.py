@@ -113,17 +113,8 @@ def main():
         lines += [f"| {r['method']} | {r['size']} | {r['images_per_s']:.4g} | "
                   f"{r['seconds'] / r['images']:.3g} |" for r in rows]
         lines += ["", f"Command: `{cmd}`", ""]
-        path = os.path.join(ROOT, "docs", "benchmarks.md")
-        text = open(path).read()
-        if HEAD in text:
-            s = text.index(HEAD)
-            e = text.find("\n## ", s + len(HEAD))
-            text = text[:s] + "\n".join(lines) + (text[e + 1:] if e >= 0 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        from mriprior.experiments.report import replace_section
+        replace_section(os.path.join(ROOT, "docs", "benchmarks.md"), HEAD, "\n".join(lines))
     print(f"wrote {a.out}")
 
 

@@ -243,18 +243,9 @@ def docs_section(results, command):
 
 
 def write_docs(section):
-    path = os.path.join(ROOT, "docs", "benchmarks.md")
-    text = open(path).read()
-    head = "## Reconstruction with a generative prior (`bench/recon.py`)"
-    if head in text:
-        start = text.index(head)
-        nxt = text.find("\n## ", start + len(head))
-        text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = path + ".tmp"
-    open(tmp, "w").write(text)
-    os.replace(tmp, path)
+    from mriprior.experiments.report import replace_section
+    replace_section(os.path.join(ROOT, "docs", "benchmarks.md"),
+                    "## Reconstruction with a generative prior (`bench/recon.py`)", section)
 
 
 def main():

@@ -457,4 +457,8 @@ def test_cli_experiment_phase(tmp_path):
     assert res["methods"] == ["zero", "smooth"] and len(res["per_case"]) == 2
     assert (tmp_path / "fig" / "phase_eval.png").exists()
     text = docs.read_text()
+    assert text.startswith("# Experiments\n")
     assert "| **mean** |" in text and "mriprior experiment phase" in text
+    assert main(["experiment", "phase", "--data", str(tmp_path / "c"), "--slices", "2",
+                 "--out", str(tmp_path / "fig"), "--docs", str(docs)]) == 0
+    assert docs.read_text().count("| **mean** |") == 1  # the section is replaced, not repeated

@@ -36,6 +36,7 @@ import torch
 from mriprior.augment.phase import (METHODS, conditional_phase, langevin_phase, smooth_phase,
                                     zero_phase)
 from mriprior.data.dataset import DatasetWriter, open_dataset
+from mriprior.data.open_data import sha256_file
 from mriprior.data.simulate import slice_seed
 from mriprior.errors import InputError
 
@@ -81,14 +82,6 @@ class AugmentSettings:
 def work_dir(out) -> Path:
     out = Path(out)
     return out.with_name(out.name + PARTS_SUFFIX)
-
-
-def _file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -228,7 +221,7 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
         weights = p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
         if not weights.exists():
             raise InputError(f"{weights}: prior weights not found")
-        settings.prior_sha256 = _file_sha256(weights)
+        settings.prior_sha256 = sha256_file(weights)
     job = {"format": "mriprior-augment-job", "version": 1, "source": str(src),
            "source_manifest_sha256": _source_hash(ds), "count": len(ds),
            "settings": settings.signature()}

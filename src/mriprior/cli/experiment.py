@@ -61,14 +61,8 @@ def run(args) -> int:
                          log=lambda s: print(s, file=sys.stderr))
     if args.docs:
         head, section = _table(res, "mriprior experiment " + " ".join(sys.argv[2:]))
-        text = open(args.docs).read() if os.path.exists(args.docs) else "# Experiments\n"
-        if head in text:
-            s = text.index(head)
-            e = text.find("\n## ", s + len(head))
-            text = text[:s] + section + (text[e + 1:] if e >= 0 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        with open(args.docs + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(args.docs + ".tmp", args.docs)
+        from mriprior.experiments.report import replace_section
+        if not os.path.exists(args.docs):
+            replace_section(args.docs, "# Experiments", "# Experiments\n")
+        replace_section(args.docs, head, section)
     return 0

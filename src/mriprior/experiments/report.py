@@ -1,0 +1,22 @@
+"""Markdown reports: benchmarks and experiments put their tables into the docs this way."""
+
+from __future__ import annotations
+
+import os
+
+
+def replace_section(path, head: str, section: str) -> None:
+    """Put ``section`` (starting with the ``## ...`` line ``head``) into the markdown file
+    ``path``: replace the section with that heading (up to the next ``## ``), or append it.
+    Written atomically; a missing file is created."""
+    text = open(path).read() if os.path.exists(path) else ""
+    if head in text:
+        start = text.index(head)
+        nxt = text.find("\n## ", start + len(head))
+        text = text[:start] + section.rstrip("\n") + "\n" + (text[nxt:] if nxt >= 0 else "")
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "") + section.rstrip("\n") + "\n"
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
