@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mriprior.augment.phase import (METHODS, conditional_phase, langevin_phase, smooth_phase,
-                                    zero_phase)
+from mriprior.augment.phase import (METHODS, conditional_phase, gan_phase, langevin_phase,
+                                    smooth_phase, zero_phase)
 from mriprior.data.dataset import DatasetWriter, open_dataset
 from mriprior.data.open_data import sha256_file
 from mriprior.data.simulate import slice_seed
@@ -43,6 +43,7 @@ from mriprior.errors import InputError
 __all__ = ["AugmentSettings", "augment_dataset", "work_dir"]
 
 PARTS_SUFFIX = ".parts"
+MODEL_METHODS = ("langevin", "conditional", "gan")
 
 
 @dataclass
@@ -64,9 +65,9 @@ class AugmentSettings:
         if self.samples < 1 or self.chunk < 1:
             raise InputError(f"samples and chunk must be >= 1 (got {self.samples}, "
                              f"{self.chunk})")
-        if self.method in ("langevin", "conditional") and self.prior is None:
+        if self.method in MODEL_METHODS and self.prior is None:
             raise InputError(f"method {self.method!r} needs a model (--prior)")
-        if self.method not in ("langevin", "conditional") and self.prior is not None:
+        if self.method not in MODEL_METHODS and self.prior is not None:
             raise InputError(f"method {self.method!r} takes no prior")
 
     def signature(self) -> dict:
@@ -76,6 +77,8 @@ class AugmentSettings:
         if self.method in ("langevin", "conditional"):
             sig.update({"prior_sha256": self.prior_sha256,
                         self.method: dict(getattr(self, self.method))})
+        elif self.method == "gan":
+            sig["prior_sha256"] = self.prior_sha256
         return sig
 
 
@@ -109,11 +112,23 @@ class _Phaser:
 
     def __init__(self, settings: AugmentSettings, device):
         self.s, self.device, self.prior = settings, torch.device(device), None
-        if settings.method in ("langevin", "conditional"):
+        if settings.method == "gan":
+            from mriprior.priors.export import load_prior
+
+            net, meta = load_prior(settings.prior, device=self.device)
+            if meta.get("prior_type") != "gan":
+                raise InputError(f"{settings.prior}: not a phase GAN (prior_type "
+                                 f"{meta.get('prior_type', 'diffusion')!r}); --method gan needs "
+                                 "one trained with a `gan: true` config")
+            self.prior = net
+        elif settings.method in ("langevin", "conditional"):
             from mriprior.priors.export import load_prior
             from mriprior.recon.priors import DiffusionPrior
 
             net, meta = load_prior(settings.prior, device=self.device)
+            if meta.get("prior_type", "diffusion") != "diffusion":
+                raise InputError(f"{settings.prior}: a {meta['prior_type']!r} model; --method "
+                                 f"{settings.method} needs a diffusion model")
             channels = meta.get("data", {}).get("channels")
             conditional = bool(int(net.config.get("cond_channels", 0)))
             if channels != "complex" or meta.get("parametrisation") not in ("score", "eps"):
@@ -134,6 +149,8 @@ class _Phaser:
         if self.s.method == "smooth":
             return smooth_phase(mag, seeds)
         with torch.no_grad():
+            if self.s.method == "gan":
+                return gan_phase(self.prior, mag, seed=batch_seed)
             if self.s.method == "conditional":
                 return conditional_phase(self.prior, mag, seed=batch_seed, callback=callback,
                                          **self.s.conditional)

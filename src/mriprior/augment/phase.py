@@ -18,6 +18,9 @@ Methods (:data:`METHODS`):
 ``langevin``
     the first founding study's posterior sampling with an unconditional complex prior and a
     magnitude likelihood (:func:`langevin_phase`).
+``gan``
+    a pix2pix-style conditional GAN (:mod:`mriprior.priors.gan`): the second founding study's
+    GAN baseline (:func:`gan_phase`).
 ``conditional``
     the second founding study's approach: a score model of the complex image *given* its
     magnitude (a U-Net with the normalised magnitude as an extra input channel, trained by
@@ -37,9 +40,9 @@ from mriprior.errors import InputError
 from mriprior.recon.priors import ImagePrior
 
 __all__ = ["METHODS", "SMOOTH_MODEL", "magnitude_loss", "magnitude_loss_grad", "langevin_phase",
-           "conditional_phase", "zero_phase", "smooth_phase", "with_phase"]
+           "conditional_phase", "gan_phase", "zero_phase", "smooth_phase", "with_phase"]
 
-METHODS = ("langevin", "conditional", "smooth", "zero")
+METHODS = ("langevin", "conditional", "gan", "smooth", "zero")
 SMOOTH_MODEL = PhaseModel(b0=(0.0,), class_std_ppm=0.0)
 
 
@@ -185,6 +188,33 @@ def conditional_phase(prior, mag: torch.Tensor, *, n_levels: int = 200, snr: flo
     x = predictor_corrector(score, x0, sig, generator=g, n_corrector=n_corrector, snr=snr,
                             callback=tick)
     return with_phase(mag, x)
+
+
+def gan_phase(G, mag: torch.Tensor, seed: int = 0, dropout: bool = True) -> torch.Tensor:
+    """``mag * exp(i angle(G(m)))`` with ``m = mag / max`` and ``G`` a pix2pix
+    :class:`~mriprior.priors.gan.PhaseGenerator`; any image size (zero padding to its size
+    multiple). ``dropout`` on (pix2pix's noise source) with the torch RNG seeded by ``seed``
+    inside a forked RNG state, so the global RNG is untouched."""
+    import torch.nn.functional as F
+
+    mag = _check(mag)
+    m = _normalised(mag)[:, None]
+    h, w = m.shape[-2:]
+    k = G.size_multiple
+    ph, pw = (-h) % k, (-w) % k
+    pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    p = next(G.parameters())
+    mp = F.pad(m, pad).to(device=p.device, dtype=p.dtype)
+    was = G.training
+    G.train(dropout)  # instance norm keeps no running statistics: only dropout changes
+    try:
+        with torch.random.fork_rng(devices=[p.device] if p.device.type == "cuda" else []):
+            torch.manual_seed(int(seed))
+            v = G(mp)[..., pad[2]: pad[2] + h, pad[0]: pad[0] + w]
+    finally:
+        G.train(was)
+    phasor = torch.complex(v[:, 0].float(), v[:, 1].float()).to(mag.device)
+    return with_phase(mag, phasor)
 
 
 def zero_phase(mag: torch.Tensor) -> torch.Tensor:

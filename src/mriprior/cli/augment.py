@@ -8,7 +8,8 @@
 Methods: langevin (posterior sampling with an unconditional complex prior and a magnitude
 likelihood, the first founding study: 10 levels x 50 steps, eta 0.15), conditional (a score model
 of the complex image given its magnitude, trained with `model.cond_channels: 1`; predictor-
-corrector, 200 levels), smooth (low-order polynomial + low-pass random-field phase), zero. The output keeps each measured magnitude.
+corrector, 200 levels), gan (a pix2pix generator trained with a `gan: true` config), smooth
+(low-order polynomial + low-pass random-field phase), zero. The output keeps each measured magnitude.
 
 The job works in chunks of --chunk input slices written to OUT.parts/ as they finish; killed at
 any moment, the same command resumes it (finished chunks are kept) and finally assembles OUT
@@ -22,9 +23,10 @@ from __future__ import annotations
 
 def add_arguments(p):
     p.add_argument("--method", required=True,
-                   choices=("langevin", "conditional", "smooth", "zero"))
+                   choices=("langevin", "conditional", "gan", "smooth", "zero"))
     p.add_argument("--prior", default=None,
-                   help="langevin: a complex prior; conditional: a conditional model")
+                   help="langevin: a complex prior; conditional: a conditional model; gan: a "
+                        "phase GAN generator")
     p.add_argument("--in", dest="src", required=True, metavar="MAG_DATASET")
     p.add_argument("--out", required=True, metavar="COMPLEX_DATASET")
     p.add_argument("--samples", type=int, default=1,
@@ -69,10 +71,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from mriprior.augment.job import AugmentSettings, augment_dataset
-    from mriprior.errors import InputError
 
-    if args.prior is not None and args.method not in ("langevin", "conditional"):
-        raise InputError(f"--prior does not apply to --method {args.method}")
     settings = AugmentSettings(method=args.method, samples=args.samples, seed=args.seed,
                                chunk=args.chunk, prior=args.prior,
                                langevin={"n_levels": args.levels or 10, "steps": args.steps,

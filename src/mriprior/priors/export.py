@@ -43,6 +43,7 @@ REQUIRED = ("network", "parametrisation", "diffusion", "data")  # a diffusion pr
 PRIOR_TYPES = {
     "diffusion": REQUIRED,
     "pixelcnn": ("network", "parametrisation", "likelihood", "quantisation", "data"),
+    "gan": ("network", "parametrisation", "data"),  # pix2pix phase generator
 }
 _LIKELIHOODS = ("discretized_logistic_mixture",)
 
@@ -56,7 +57,7 @@ def _check_meta(meta: dict, where: str) -> None:
     if missing:
         raise InputError(f"{where}: missing key(s) {missing} for prior_type {kind!r}")
     net_type = meta["network"].get("type") if isinstance(meta["network"], dict) else None
-    if (net_type == "pixelcnn") != (kind == "pixelcnn"):
+    if (net_type == "pixelcnn") != (kind == "pixelcnn") or (net_type == "pix2pix") != (kind == "gan"):
         raise InputError(f"{where}: prior_type {kind!r} does not match network type "
                          f"{net_type!r}")
     if kind == "pixelcnn":

@@ -373,13 +373,17 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-_NETWORK_TYPES: dict[str, type[nn.Module]] = {"unet": ScoreUNet, "pixelcnn": PixelCNNPP}
+from mriprior.priors.gan import PhaseGenerator  # noqa: E402
+
+_NETWORK_TYPES: dict[str, type[nn.Module]] = {"unet": ScoreUNet, "pixelcnn": PixelCNNPP,
+                                              "pix2pix": PhaseGenerator}
 _CONSTRUCTOR_KEYS: dict[str, tuple[str, ...]] = {
     "unet": (
         "in_channels", "out_channels", "base_channels", "channel_mults", "num_res_blocks",
         "attention_levels", "dropout", "fourier_scale", "cond_channels",
     ),
     "pixelcnn": PIXELCNN_KEYS,
+    "pix2pix": ("base_channels", "depth", "dropout"),
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
