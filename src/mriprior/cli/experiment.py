@@ -4,8 +4,8 @@
         --prior src/mriprior/assets/prior-ve-cpu [--cond-prior out/cond-phase-cpu/prior] \
         --out docs/figures [--slices 4] [--samples 2] [--docs docs/experiments.md]
 
-phase: each phase-augmentation method (zero, smooth, langevin with --prior, conditional with
---cond-prior) gives the held-out magnitudes a phase; the magnitude-weighted circular phase error
+phase: each phase-augmentation method (zero, smooth, langevin with --prior, gan with --gan,
+conditional with --cond-prior) gives the held-out magnitudes a phase; the magnitude-weighted circular phase error
 (raw and with the global offset removed) and the phase-spectrum distance to the known phase are
 tabulated (mriprior.experiments.phase_eval), with a figure.
 """
@@ -19,6 +19,7 @@ def add_arguments(p):
     p.add_argument("--real", default=None, help="folder with a real slice's img.cfl")
     p.add_argument("--prior", default=None, help="complex prior for the langevin method")
     p.add_argument("--cond-prior", default=None, help="conditional model")
+    p.add_argument("--gan", default=None, help="phase GAN generator")
     p.add_argument("--slices", type=int, default=4, help="test slices (default 4)")
     p.add_argument("--samples", type=int, default=1, help="draws per method and case")
     p.add_argument("--levels", type=int, default=10, help="langevin levels (default 10)")
@@ -54,7 +55,7 @@ def run(args) -> int:
     from mriprior.experiments.phase_eval import run_phase_eval
 
     res = run_phase_eval(args.out, data=args.data, real=args.real, prior=args.prior,
-                         cond_prior=args.cond_prior, n_slices=args.slices,
+                         cond_prior=args.cond_prior, gan=args.gan, n_slices=args.slices,
                          samples=args.samples, seed=args.seed,
                          langevin_kw={"n_levels": args.levels, "steps": args.steps},
                          cond_kw={"n_levels": args.cond_levels}, device=args.device,

@@ -6,6 +6,9 @@ slice ``DATA/img`` (ESPIRiT map 0 of a real acquisition: real phase). Every meth
 magnitude; its phase is compared with the known one inside :func:`comparison_mask` (the brain,
 without scalp and skull; dark pixels excluded):
 
+Methods: zero, smooth, and those whose model is given: langevin (``prior``), gan (``gan``),
+conditional (``cond_prior``).
+
 * **phase error**, magnitude-weighted mean circular error ``sum w |wrap(phi - phi_ref)| / sum w``
   (``w = |ref|``), raw and after removing the best global offset (a generated phase has an
   arbitrary global phase, which no reconstruction can see); 0 = identical, ``pi / 2`` = no
@@ -30,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mriprior.augment.phase import (conditional_phase, langevin_phase, smooth_phase,
-                                    zero_phase)
+from mriprior.augment.phase import (conditional_phase, gan_phase, langevin_phase,
+                                    smooth_phase, zero_phase)
 from mriprior.errors import InputError
 from mriprior.experiments.phase_stats import (_wrap, comparison_mask, load_reference,
                                               radial_spectrum)
@@ -85,18 +88,20 @@ def _cases(data, n_slices, real):
     return list(zip(names, refs))
 
 
-def _methods(prior, cond_prior, langevin_kw, cond_kw):
+def _methods(prior, cond_prior, gan, langevin_kw, cond_kw):
     m = {"zero": lambda mag, seed: zero_phase(mag),
          "smooth": lambda mag, seed: smooth_phase(mag, [seed + j for j in range(len(mag))])}
     if prior is not None:
         m["langevin"] = lambda mag, seed: langevin_phase(prior, mag, seed=seed, **langevin_kw)
+    if gan is not None:
+        m["gan"] = lambda mag, seed: gan_phase(gan, mag, seed=seed)
     if cond_prior is not None:
         m["conditional"] = lambda mag, seed: conditional_phase(cond_prior, mag, seed=seed,
                                                                **cond_kw)
     return m
 
 
-def run_phase_eval(out_dir, data=None, real=None, prior=None, cond_prior=None,
+def run_phase_eval(out_dir, data=None, real=None, prior=None, cond_prior=None, gan=None,
                    n_slices: int = 4, samples: int = 1, seed: int = 0,
                    langevin_kw: dict | None = None, cond_kw: dict | None = None,
                    device="cpu", log=print) -> dict:
@@ -114,10 +119,11 @@ def run_phase_eval(out_dir, data=None, real=None, prior=None, cond_prior=None,
     if cond_prior is not None:
         net, meta = load_prior(cond_prior, device=device)
         cp = DiffusionPrior(net, meta)
-    methods = _methods(p, cp, langevin_kw or {}, cond_kw or {})
+    g = load_prior(gan, device=device)[0] if gan is not None else None
+    methods = _methods(p, cp, g, langevin_kw or {}, cond_kw or {})
     cases = _cases(data, n_slices, real)
     results = {"cases": [n for n, _ in cases], "methods": list(methods), "samples": samples,
-               "prior": prior, "conditional": cond_prior, "langevin": langevin_kw or {},
+               "prior": prior, "conditional": cond_prior, "gan": gan, "langevin": langevin_kw or {},
                "per_case": []}
     shown = []
     for name, ref in cases:
