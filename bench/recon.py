@@ -281,22 +281,30 @@ def main():
                "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
                           f"{torch.get_num_threads()} threads",
                "config": {k: v for k, v in vars(cfg).items()}, "cases": [], "tuning": {}}
+    os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
+
+    def checkpoint():  # partial results survive an interrupted run
+        with open(cfg.out + ".tmp", "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        os.replace(cfg.out + ".tmp", cfg.out)
+
     val_idx = pick_slices(ds, "val", 1)[0]
     test_idx = pick_slices(ds, "test", cfg.slices)
     first = None
     for kind in [k for k in cfg.patterns.split(",") if k]:
         log(f"pattern {kind}: {PATTERNS[kind]}")
-        val = simulated_case(torch.from_numpy(np.asarray(ds[val_idx])), kind, seed=100)
+        val = simulated_case(torch.from_numpy(np.array(ds[val_idx])), kind, seed=100)
         lam_l1, lam_pics = tune(val, prior, [0.001, 0.002, 0.005, 0.01, 0.02],
                                 [0.05, 0.2, 0.5], cfg.pics_iters, log)
         s0 = cfg.sigma_start or tune_fast(val, prior, cfg, [0.1, 0.3, 1.0], log)
         results["tuning"][kind] = {"val_slice": val_idx, "l1": lam_l1, "prior_pics": lam_pics,
                                    "sigma_start": s0}
         for j, i in enumerate(test_idx):
-            case = simulated_case(torch.from_numpy(np.asarray(ds[i])), kind, seed=j)
+            case = simulated_case(torch.from_numpy(np.array(ds[i])), kind, seed=j)
             name = f"simulated test slice {i}, {kind}"
             log(name)
             results["cases"].append(run_case(name, case, prior, cfg, lam_l1, lam_pics, s0, log))
+            checkpoint()
             if first is None:
                 first = (case, s0)
         if cfg.real and kind == "poisson":
@@ -304,13 +312,11 @@ def main():
             real = real_case(cfg.real)
             name = "real brain slice {}x{}".format(*real["ksp"].shape[-2:])
             results["cases"].append(run_case(name, real, prior, cfg, lam_l1, lam_pics, s0, log))
+            checkpoint()
     if first is not None and (cfg.sweep_fast or cfg.sweep_langevin):
         results["sweep"] = sweep(first[0], prior, cfg, first[1], log)
         figure(os.path.join(ROOT, "docs", "figures", "recon_nfe.png"), results["sweep"])
-    os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
-    with open(cfg.out + ".tmp", "w") as f:
-        json.dump(results, f, indent=1, default=str)
-    os.replace(cfg.out + ".tmp", cfg.out)
+    checkpoint()
     command = "python bench/recon.py " + " ".join(sys.argv[1:])
     if not cfg.no_docs:
         write_docs(docs_section(results, command))
