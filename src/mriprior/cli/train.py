@@ -1,7 +1,9 @@
 """Train a score prior from a YAML config (single process, or DDP under ``torchrun``).
 
 A config with ``gan: true`` trains the pix2pix phase GAN instead (mriprior.priors.gan; one
-process, CPU or one GPU, exact resume too).
+process, CPU or one GPU, exact resume too); one with ``unrolled: true`` trains an unrolled
+reconstruction network (VarNet / MoDL, mriprior.unrolled.train) on synthesised k-space, with the
+same DDP / resume / export machinery as the priors.
 
 Examples:
   mriprior train configs/ve-cpu.yaml
@@ -28,14 +30,18 @@ def add_arguments(p):
                    help="override train.device (default: the config's, 'auto' if unset)")
 
 
-def _is_gan(path) -> bool:
+def _marker(path, key) -> bool:
     import yaml
 
     try:
         raw = yaml.safe_load(open(path))
     except (OSError, yaml.YAMLError):
         return False  # load_config reports it
-    return isinstance(raw, dict) and raw.get("gan") is True
+    return isinstance(raw, dict) and raw.get(key) is True
+
+
+def _is_gan(path) -> bool:
+    return _marker(path, "gan")
 
 
 def _run_gan(args):
@@ -75,7 +81,12 @@ def run(args):
         overrides["train.steps"] = args.steps
     if args.device is not None:
         overrides["train.device"] = args.device
-    cfg = load_config(args.config, overrides)
-    result = train(cfg, resume=args.resume)
+    if _marker(args.config, "unrolled"):
+        from mriprior.unrolled.train import load_unrolled_config, train_unrolled
+
+        result = train_unrolled(load_unrolled_config(args.config, overrides),
+                                resume=args.resume)
+    else:
+        result = train(load_config(args.config, overrides), resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, indent=1))

@@ -50,7 +50,7 @@ _REQUIRED = object()
 
 @dataclass(frozen=True)
 class Field:
-    """One config key: ``kind`` (int, float, bool, str, a tuple of choices, "floats",
+    """One config key: ``kind`` (int, float, bool, str, a tuple of choices, "floats", "strings",
     "float_pair", "crop", "sample_grid"), its default (``_REQUIRED`` if none), whether ``None`` is
     allowed, and an optional extra check returning an error message or None."""
 
@@ -179,6 +179,10 @@ def _coerce(path: str, f: Field, v):
         v = [float(x) for x in v]
         if k == "float_pair" and len(v) != 2:
             raise InputError(f"{path}: expected two numbers, got {len(v)}")
+    elif k == "strings":
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+            raise InputError(f"{path}: expected a list of strings, got {_tname(v)} {v!r}")
+        v = list(v)
     elif k == "crop":
         if _is_int(v):
             v = [v, v]
@@ -217,12 +221,13 @@ def _sample_grid(path: str, v) -> dict:
     return out
 
 
-def _section(name: str, raw: Any) -> dict:
+def _section(name: str, raw: Any, schema: Mapping[str, Field] | None = None) -> dict:
+    """Validate one section against ``schema`` (default: ``SCHEMA[name]``); defaults filled."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise InputError(f"{name}: expected a mapping, got {_tname(raw)}")
-    schema = SCHEMA[name]
+    schema = SCHEMA[name] if schema is None else schema
     for key in raw:
         if key not in schema:
             raise InputError(f"{name}.{key}: unknown key (known: {', '.join(schema)})")

@@ -1,0 +1,230 @@
+"""Unrolled networks (VarNet, MoDL): data consistency, adjointness, training, exact resume."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mriprior.data.dataset import DatasetWriter
+from mriprior.errors import InputError
+from mriprior.physics.phantom import birdcage_maps
+from mriprior.unrolled import (MoDL, Synthesizer, VarNet, build_network, load_network,
+                               save_network, train_unrolled, validate_unrolled_config)
+from mriprior.unrolled.networks import sense_expand, sense_reduce
+from mriprior.unrolled.synth import make_mask
+
+SPEC = {"coils": 4, "snr": 40.0, "masks": ["equispaced", "random", "poisson"],
+        "accels": [4.0, 8.0], "acs_fraction": 0.08, "calib_fraction": 0.1,
+        "rotate_coils": True}
+
+
+def _case(n=32, coils=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, n), indexing="ij")
+    mag = (yy ** 2 / 0.6 + xx ** 2 / 0.4 < 1).float() * (0.5 + 0.5 * torch.rand(n, n,
+                                                                                 generator=g))
+    x = torch.polar(mag, 1.5 * xx + 0.5 * yy)[None]
+    maps = birdcage_maps(coils, (n, n), normalize="rss")[None]
+    mask = make_mask("random", (n, n), 4.0, seed=seed)[None, None]
+    noise = torch.complex(torch.randn(1, coils, n, n, generator=g),
+                          torch.randn(1, coils, n, n, generator=g)) * 0.01
+    y = (sense_expand(x, maps) + noise) * mask
+    return x, y, maps, mask
+
+
+def test_sense_expand_and_reduce_are_adjoint():
+    g = torch.Generator().manual_seed(1)
+    maps = birdcage_maps(3, (12, 10), normalize="rss")[None].to(torch.complex128)
+    x = torch.randn(1, 12, 10, dtype=torch.complex128, generator=g)
+    k = torch.randn(1, 3, 12, 10, dtype=torch.complex128, generator=g)
+    lhs = torch.vdot(sense_expand(x, maps).flatten(), k.flatten())
+    rhs = torch.vdot(x.flatten(), sense_reduce(k, maps).flatten())
+    assert abs(lhs - rhs) < 1e-12 * abs(lhs)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (30, 26)])
+def test_varnet_data_consistency_becomes_exact_as_the_weight_grows(size):
+    x, y, maps, mask = _case(32)
+    if size != (32, 32):  # odd-ish sizes: padded internally
+        y, maps, mask = (t[..., :size[0], :size[1]] for t in (y, maps, mask))
+    errs = []
+    for w in (1.0, 1e2, 1e4, 1e6):
+        torch.manual_seed(0)
+        net = VarNet(cascades=2, chans=4, pools=2, dc_weight=w).double()
+        for u in net.unets:  # as if trained: the refinement is not zero
+            torch.nn.init.normal_(u.out.weight, std=0.3)
+        with torch.no_grad():
+            k = net.kspace(y.to(torch.complex128), maps.to(torch.complex128), mask.double())
+        on = mask.expand_as(y).bool()
+        errs.append(float((k - y)[on].abs().max() / y[on].abs().max()))
+    assert errs[0] > 1e-2                      # a weak weight leaves the data inexact
+    assert errs[1] > errs[2] > errs[3]         # error ~ 1 / (1 + lambda)
+    assert errs[3] < 1e-5
+    # unsampled entries are the network's business, not forced to zero
+    with torch.no_grad():
+        off = ~mask.expand_as(y).bool()
+        assert float(k[off].abs().mean()) > 1e-3 * float(y[~off].abs().mean())
+
+
+def test_modl_data_consistency_solves_the_normal_equations():
+    x, y, maps, mask = _case(32)
+    net = MoDL(iterations=1, chans=4, pools=1, cg_iters=60, mu=0.5).double()
+    y, maps, mask = y.to(torch.complex128), maps.to(torch.complex128), mask.double()
+    z = torch.randn(1, 32, 32, dtype=torch.complex128)
+    mu = torch.tensor(0.5, dtype=torch.float64)
+    with torch.no_grad():
+        sol = net.data_consistency(z, y, maps, mask, mu)
+        lhs = sense_reduce(mask * sense_expand(sol, maps), maps) + mu * sol
+        rhs = sense_reduce(mask * y, maps) + mu * z
+    assert float((lhs - rhs).abs().norm() / rhs.abs().norm()) < 1e-8
+
+
+def test_untrained_networks_return_the_classical_answer():
+    from mriprior.recon.solvers import conjugate_gradient
+
+    x, y, maps, mask = _case(32)
+    with torch.no_grad():
+        zf = sense_reduce(y, maps)
+        torch.testing.assert_close(VarNet(2, 4, 2)(y, maps, mask), zf)
+        modl = MoDL(3, 4, 1, cg_iters=5, mu=0.5)(y, maps, mask)
+
+        def normal(v):
+            return sense_reduce(mask * sense_expand(v, maps), maps)
+        # three proximal-point steps from the regularised SENSE solution, each 5 CG steps
+        ref = conjugate_gradient(normal, zf, max_iter=5, lam=0.5)
+        for _ in range(3):
+            ref = conjugate_gradient(normal, zf + 0.5 * ref, max_iter=5, lam=0.5)
+        torch.testing.assert_close(modl, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_networks_are_differentiable_and_scale_equivariant():
+    x, y, maps, mask = _case(32)
+    for net in (VarNet(2, 4, 2), MoDL(2, 4, 1, cg_iters=3)):
+        for p in net.parameters():  # random weights everywhere (as if trained)
+            torch.nn.init.normal_(p, std=0.2)
+        out = net(y, maps, mask)
+        assert out.shape == x.shape and out.dtype == torch.complex64
+        torch.testing.assert_close(net(7.5 * y, maps, mask), 7.5 * out, atol=1e-4 *
+                                   float(out.detach().abs().max()) * 7.5, rtol=1e-3)
+        (out - x).abs().mean().backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all()
+                   for p in net.parameters())
+
+
+def test_build_network_rejects_unknown_keys_and_types():
+    with pytest.raises(InputError, match="model.depth: unknown key for varnet"):
+        build_network({"type": "varnet", "depth": 3})
+    with pytest.raises(InputError, match="unknown unrolled network 'resnet'"):
+        build_network({"type": "resnet"})
+    with pytest.raises(InputError, match="model.chans: expected a number"):
+        build_network({"type": "modl", "chans": "8"})
+
+
+def test_synthesizer_is_a_function_of_the_generator_and_masks_have_the_rate():
+    s = Synthesizer(SPEC, (32, 32), seed=3, bank=2)
+    x = _case(32)[0].expand(3, -1, -1)
+    a = s(x, torch.Generator().manual_seed(5))
+    b = s(x, torch.Generator().manual_seed(5))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    ksp, maps, mask = a
+    assert ksp.shape == (3, 4, 32, 32) and mask.shape == (3, 1, 32, 32)
+    assert torch.equal(ksp * (1 - mask), torch.zeros_like(ksp))
+    # every bank mask reaches about its acceleration (1D masks: more, because of the ACS)
+    for (kind, r), bank in zip(s.combos, s.bank):
+        got = bank[0].numel() / bank[0].sum()
+        assert 0.5 * r < got <= 1.05 * r, (kind, r, float(got))
+    torch.testing.assert_close((maps.abs() ** 2).sum(1), torch.ones(3, 32, 32), atol=1e-4,
+                               rtol=0)
+
+
+@pytest.fixture(scope="module")
+def cplx(tmp_path_factory):
+    d = tmp_path_factory.mktemp("unrolled")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[-1:1:32j, -1:1:32j]
+    with DatasetWriter(d / "c", "complex", (32, 32), options={"normalize": "max"}) as w:
+        for i in range(12):
+            a, b = 0.4 + 0.3 * rng.random(2)
+            mag = ((yy / a) ** 2 + (xx / b) ** 2 < 1) * (0.6 + 0.4 * (yy + 1) / 2)
+            mag = mag + 0.3 * (((yy - 0.1) / 0.15) ** 2 + (xx / 0.1) ** 2 < 1)
+            img = mag / mag.max() * np.exp(1j * (rng.random() * 2 * xx + yy))
+            w.add(img.astype(np.complex64), {"source": f"s{i}", "subject": f"p{i}",
+                                             "split": "val" if i >= 10 else "train"})
+    return d / "c"
+
+
+def _raw(data, out, steps, **model):
+    return {"unrolled": True,
+            "model": {"type": "varnet", "cascades": 2, "chans": 6, "pools": 2, **model},
+            "data": {"path": str(data), "num_workers": 0, "crop": None},
+            "simulation": {**SPEC, "bank": 2},
+            "optim": {"lr": 1e-2, "warmup_steps": 0},
+            "train": {"batch_size": 4, "steps": steps, "save_every": 8, "log_every": 4,
+                      "output": str(out), "seed": 2, "device": "cpu"},
+            "heldout": {"every": 8, "n_images": 2}}
+
+
+def test_config_validation_names_the_key(cplx, tmp_path):
+    raw = _raw(cplx, tmp_path / "o", 4)
+    raw["simulation"]["maks"] = ["poisson"]
+    with pytest.raises(InputError, match="simulation.maks: unknown key"):
+        validate_unrolled_config(raw)
+    raw = _raw(cplx, tmp_path / "o", 4)
+    raw["simulation"]["masks"] = ["radial"]
+    with pytest.raises(InputError, match="simulation.masks: must be a non-empty list"):
+        validate_unrolled_config(raw)
+    raw = _raw(cplx, tmp_path / "o", 4)
+    raw["train"]["steps"] = "10"
+    with pytest.raises(InputError, match="train.steps: expected int"):
+        validate_unrolled_config(raw)
+    with pytest.raises(InputError, match="gan: unknown section"):
+        validate_unrolled_config({**_raw(cplx, tmp_path / "o", 4), "gan": True})
+
+
+def test_training_reduces_the_loss_exports_and_resumes_exactly(cplx, tmp_path):
+    from mriprior.unrolled.train import complex_batch
+    from mriprior.data.loader import SliceDataset
+
+    full = train_unrolled(_raw(cplx, tmp_path / "a", 80))
+    assert full["step"] == 80
+    # killed after step 4's checkpoint, resumed: identical weights
+    train_unrolled(_raw(cplx, tmp_path / "b", 80), stop_at=40)
+    with pytest.raises(InputError, match="already holds checkpoints"):
+        train_unrolled(_raw(cplx, tmp_path / "b", 80))
+    resumed = train_unrolled(_raw(cplx, tmp_path / "b", 80), resume=True)
+    assert resumed["weights_sha256"] == full["weights_sha256"]
+    with pytest.raises(InputError, match="model differs"):
+        train_unrolled(_raw(cplx, tmp_path / "b", 16, chans=4), resume=True)
+    # the trained network beats its initialisation on held-out synthesised data
+    net, meta = load_network(tmp_path / "a" / "net")
+    assert meta["step"] == 80 and meta["network"]["type"] == "varnet"
+    torch.manual_seed(2)
+    init = build_network(meta["network"])
+    ref = complex_batch(torch.stack([SliceDataset(cplx, "val", flips=False)[i]
+                                     for i in range(2)]))
+    data = Synthesizer({**SPEC, "bank": 2}, (32, 32), seed=9)(ref, torch.Generator()
+                                                              .manual_seed(0))
+    with torch.no_grad():
+        e_init = float((init(*data) - ref).abs().mean())
+        e_trained = float((net(*data) - ref).abs().mean())
+    with torch.no_grad():
+        e_zf = float((sense_reduce(data[0], data[1]) - ref).abs().mean())
+    assert abs(e_init - e_zf) < 1e-6            # untrained = zero-filled
+    assert e_trained < 0.8 * e_init, (e_trained, e_init)
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    held = [r["heldout"] for r in log if "heldout" in r]
+    assert len(held) == 10 and all(math.isfinite(h["psnr"]) for h in held)
+
+
+def test_save_and_load_network_round_trip(tmp_path):
+    net = MoDL(2, 4, 1, cg_iters=2)
+    save_network(tmp_path / "m", net, {"step": 1})
+    back, meta = load_network(tmp_path / "m.safetensors")
+    assert meta["network"] == net.config
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                 back.state_dict().values()))
+    (tmp_path / "m.json").write_text(json.dumps({"format": "mriprior-prior"}))
+    with pytest.raises(InputError, match="not an mriprior unrolled network"):
+        load_network(tmp_path / "m")
