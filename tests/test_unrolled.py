@@ -228,3 +228,73 @@ def test_save_and_load_network_round_trip(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps({"format": "mriprior-prior"}))
     with pytest.raises(InputError, match="not an mriprior unrolled network"):
         load_network(tmp_path / "m")
+
+
+def test_hallucination_count_finds_added_structures_only():
+    from mriprior.experiments.downstream import hallucinations
+
+    rng = np.random.default_rng(0)
+    ref = np.zeros((40, 40))
+    ref[5:35, 5:35] = 1.0
+    out = ref + 0.01 * rng.standard_normal(ref.shape)
+    assert hallucinations(out, ref)[0] == 0
+    out[10:13, 10:13] += 0.5            # an added 9-pixel blob
+    out[25, 25] += 0.5                  # a single hot pixel: below min_area
+    out[20:24, 28:32] -= 0.5            # a removed structure is not a hallucination
+    n, labels = hallucinations(out, ref)
+    assert n == 1 and labels[11, 11] > 0 and labels[25, 25] == 0
+
+
+def test_fourier_resize_keeps_the_field_of_view():
+    from mriprior.experiments.downstream import fourier_resize
+
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 60), torch.linspace(-1, 1, 40), indexing="ij")
+    img = ((yy ** 2 + xx ** 2) < 0.5).to(torch.complex64)
+    small = fourier_resize(img, (32, 32))
+    assert small.shape == (32, 32)
+    assert small[:, :5].abs().max() < 1e-6       # aspect kept: the narrow axis is padded
+    assert abs(float(small.abs().max()) - 1.0) < 0.2
+
+
+def test_cli_experiment_downstream_on_a_toy_budget(cplx, tmp_path, capsys):
+    import yaml
+
+    from mriprior.cli.main import main
+
+    cfg = _raw(cplx, "unused", 4)
+    cfg["heldout"] = {"every": 0}
+    cfg["train"]["save_every"] = 2
+    cfg["data"]["path"] = str(cplx)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    # a second phase source: the same magnitudes with zero phase
+    from mriprior.data.dataset import open_dataset
+    ds = open_dataset(cplx)
+    with DatasetWriter(tmp_path / "zero", "complex", (32, 32)) as w:
+        for i in range(len(ds)):
+            w.add(np.abs(np.array(ds[i])).astype(np.complex64), dict(ds.manifest["slices"][i]))
+    # test data: the same kind of images, with a test split
+    with DatasetWriter(tmp_path / "t", "complex", (32, 32)) as w:
+        for i in range(len(ds)):
+            rec = dict(ds.manifest["slices"][i])
+            rec["split"] = "test" if i < 3 else "val"
+            w.add(np.array(ds[i]), rec)
+    docs = tmp_path / "docs" / "exp.md"
+    args = ["experiment", "downstream", "--config", str(tmp_path / "c.yaml"),
+            "--source", f"truth={cplx}", "--source", f"zero={tmp_path / 'zero'}",
+            "--test", str(tmp_path / "t"), "--seeds", "0,1", "--accels", "4", "--slices", "2",
+            "--out", str(tmp_path / "o"), "--docs", str(docs)]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "o" / "downstream.json").read_text())
+    methods = {r["method"] for r in res["rows"]}
+    assert methods == {"zero-filled", "L1-wavelet", "truth", "zero"}
+    assert len(res["rows"]) == 2 * (2 + 2 * 2)   # 2 cases x (2 baselines + 2 sources x 2 seeds)
+    truth = next(e for e in res["summary"] if e["method"] == "truth")
+    assert len(truth["seed_psnr"]) == 2 and truth["n"] == 4
+    assert (tmp_path / "docs" / "figures" / "downstream.png").exists()
+    text = docs.read_text()
+    assert "| 4.0 | truth |" in text and "mriprior experiment downstream" in text
+    stamp = (tmp_path / "o" / "nets" / "truth-s0" / "net.safetensors").stat().st_mtime_ns
+    assert main(args) == 0                        # finished networks are reused, not retrained
+    assert (tmp_path / "o" / "nets" / "truth-s0" / "net.safetensors").stat().st_mtime_ns == stamp
+    assert main(args[:4] + ["--source", "nameonly"] + args[8:]) == 2
+    assert "--source 'nameonly': expected NAME=DATASET" in capsys.readouterr().err

@@ -8,19 +8,40 @@ phase: each phase-augmentation method (zero, smooth, langevin with --prior, gan 
 conditional with --cond-prior) gives the held-out magnitudes a phase; the magnitude-weighted circular phase error
 (raw and with the global offset removed) and the phase-spectrum distance to the known phase are
 tabulated (mriprior.experiments.phase_eval), with a figure.
+
+    mriprior experiment downstream --config configs/varnet-cpu.yaml \
+        --source truth=data/open128-complex --source zero=data/open128-zero ... \
+        --test data/open128-complex --real ../shared/data/brain-8coil-slice \
+        --out out/downstream [--seeds 0,1] [--accels 4,8] [--slices 16] [--prior P] \
+        [--docs docs/experiments.md]
+
+downstream: trains one unrolled network per phase source and seed (identical budgets; finished
+networks are reused, unfinished ones resumed) and tests all on the same held-out k-space with
+known / real phase, against zero-filled, L1-wavelet and (--prior) the fast posterior sampler
+(mriprior.experiments.downstream). With --docs the table goes into that file and the figure
+into figures/downstream.png next to it.
 """
 
 from __future__ import annotations
 
 
 def add_arguments(p):
-    p.add_argument("name", choices=("phase",))
+    p.add_argument("name", choices=("phase", "downstream"))
+    p.add_argument("--config", default=None, help="downstream: unrolled-network YAML config")
+    p.add_argument("--source", action="append", default=[], metavar="NAME=DATASET",
+                   help="downstream: a phase source's complex training set (repeatable)")
+    p.add_argument("--test", default=None, help="downstream: complex dataset (test split)")
+    p.add_argument("--seeds", default="0,1", help="downstream: training seeds (default 0,1)")
+    p.add_argument("--accels", default="4,8", help="downstream: test accelerations (4,8)")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="downstream: override train.steps of the config")
     p.add_argument("--data", default=None, help="complex dataset (its test split is used)")
     p.add_argument("--real", default=None, help="folder with a real slice's img.cfl")
     p.add_argument("--prior", default=None, help="complex prior for the langevin method")
     p.add_argument("--cond-prior", default=None, help="conditional model")
     p.add_argument("--gan", default=None, help="phase GAN generator")
-    p.add_argument("--slices", type=int, default=4, help="test slices (default 4)")
+    p.add_argument("--slices", type=int, default=None,
+                   help="test slices (default: phase 4, downstream 16)")
     p.add_argument("--samples", type=int, default=1, help="draws per method and case")
     p.add_argument("--levels", type=int, default=10, help="langevin levels (default 10)")
     p.add_argument("--steps", type=int, default=50, help="langevin steps per level (50)")
@@ -48,11 +69,53 @@ def _table(res: dict, command: str) -> str:
     return head, "\n".join(lines)
 
 
+def _downstream(args) -> int:
+    import os
+    import shutil
+    import sys
+
+    from mriprior.errors import InputError
+    from mriprior.experiments.downstream import run_downstream, table
+    from mriprior.experiments.report import replace_section
+
+    if not args.config or not args.test or not args.source:
+        raise InputError("experiment downstream needs --config, --test and --source NAME=DATASET")
+    sources = {}
+    for item in args.source:
+        name, eq, path = item.partition("=")
+        if not eq or not name or not path or "|" in name:
+            raise InputError(f"--source {item!r}: expected NAME=DATASET")
+        sources[name] = path
+    try:
+        seeds = [int(v) for v in args.seeds.split(",") if v]
+        accels = [float(v) for v in args.accels.split(",") if v]
+    except ValueError:
+        raise InputError(f"--seeds {args.seeds!r} / --accels {args.accels!r}: comma-separated "
+                         "numbers expected") from None
+    res = run_downstream(args.config, sources, args.test, args.out, seeds=seeds, accels=accels,
+                         n_slices=args.slices or 16, real=args.real, prior=args.prior,
+                         steps=args.train_steps, log=lambda s: print(s, file=sys.stderr))
+    if args.docs:
+        head, section = table(res, "mriprior experiment " + " ".join(sys.argv[2:]))
+        figs = os.path.join(os.path.dirname(os.path.abspath(args.docs)), "figures")
+        os.makedirs(figs, exist_ok=True)
+        if not os.path.exists(args.docs):
+            replace_section(args.docs, "# Experiments", "# Experiments\n")
+        shutil.copyfile(os.path.join(args.out, "downstream.png"),
+                        os.path.join(figs, "downstream.png"))
+        replace_section(args.docs, head, section)
+    return 0
+
+
 def run(args) -> int:
     import os
     import sys
 
     from mriprior.experiments.phase_eval import run_phase_eval
+
+    if args.name == "downstream":
+        return _downstream(args)
+    args.slices = args.slices or 4
 
     res = run_phase_eval(args.out, data=args.data, real=args.real, prior=args.prior,
                          cond_prior=args.cond_prior, gan=args.gan, n_slices=args.slices,
