@@ -298,3 +298,48 @@ def test_cli_experiment_downstream_on_a_toy_budget(cplx, tmp_path, capsys):
     assert (tmp_path / "o" / "nets" / "truth-s0" / "net.safetensors").stat().st_mtime_ns == stamp
     assert main(args[:4] + ["--source", "nameonly"] + args[8:]) == 2
     assert "--source 'nameonly': expected NAME=DATASET" in capsys.readouterr().err
+
+
+_DDP = """
+import json, os, sys
+from mriprior.unrolled import train_unrolled
+res = train_unrolled(json.loads(sys.argv[1]))
+with open(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump(res, f)
+"""
+
+
+def test_ddp_two_ranks_identical_weights_and_cli(cplx, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from mriprior.cli.main import main
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip(f"torchrun not found next to {sys.executable}")
+    (tmp_path / "ddp.py").write_text(_DDP)
+    raw = _raw(cplx, tmp_path / "run", 4)
+    raw["train"]["batch_size"] = 2
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2",
+                        str(tmp_path / "ddp.py"), json.dumps(raw), str(tmp_path)],
+                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                       timeout=180)
+    if r.returncode != 0 and "rendezvous" in r.stderr.lower() and "error" in r.stderr.lower():
+        pytest.skip(f"torchrun could not start: {r.stderr[-500:]}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert r0["world_size"] == r1["world_size"] == 2 and r0["step"] == r1["step"] == 4
+    assert r0["weights_sha256"] == r1["weights_sha256"]
+    with pytest.raises(InputError, match="resumed with 1"):
+        train_unrolled(_raw(cplx, tmp_path / "run", 6), resume=True)
+    # the CLI dispatches `unrolled: true` configs
+    cfg = _raw(cplx, tmp_path / "cli", 4)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "c.yaml"), "--steps", "2"]) == 0
+    assert (tmp_path / "cli" / "net.safetensors").exists()
+    assert json.loads((tmp_path / "cli" / "net.json").read_text())["step"] == 2
