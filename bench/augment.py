@@ -3,7 +3,7 @@
 For each method and image size, ``--n`` magnitude slices of the dataset's test split (resized by
 bilinear interpolation to the size) are given a phase as one batch, with the method's default
 settings (langevin: 10 levels x 50 steps = 500 network evaluations per image; conditional: 200
-predictor-corrector levels = 400 evaluations; smooth, zero), and timed after an untimed warm-up
+predictor-corrector levels = 400 evaluations; gan: one generator pass; smooth, zero), and timed after an untimed warm-up
 call on one 32 x 32 crop. One worker = this process with ``--threads`` torch threads.
 
 The conditional method is timed with the given ``--cond-prior``, or, when none is given, with an
@@ -12,7 +12,8 @@ its weights; the row says so).
 
 Usage:
   python bench/augment.py --data data/clinical256 --prior src/mriprior/assets/prior-ve-cpu \
-      [--cond-prior out/cond-phase-cpu/prior] [--sizes 128 256] [--n 2] [--threads 1]
+      [--cond-prior out/cond-phase-cpu/prior] [--gan out/gan-phase-cpu/prior] [--sizes 128 256]
+      [--n 2] [--threads 1]
 Writes bench/results/augment.json and a section of docs/benchmarks.md (with this command).
 """
 
@@ -29,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mriprior.augment.phase import conditional_phase, langevin_phase, smooth_phase, zero_phase
+from mriprior.augment.phase import (conditional_phase, gan_phase, langevin_phase, smooth_phase,
+                                   zero_phase)
 from mriprior.data.dataset import open_dataset
 from mriprior.priors.export import load_prior
 from mriprior.priors.networks import network_from_config
@@ -50,13 +52,16 @@ def magnitudes(path, n, size):
     return m.clamp_min(0)
 
 
-def methods(prior, cond):
-    return {
+def methods(prior, cond, gan=None):
+    out = {
         "zero": lambda m: zero_phase(m),
         "smooth": lambda m: smooth_phase(m, list(range(m.shape[0]))),
         "langevin (10 x 50)": lambda m: langevin_phase(prior, m, seed=0),
         "conditional (PC, 200)": lambda m: conditional_phase(cond, m, seed=0),
     }
+    if gan is not None:
+        out["gan (pix2pix)"] = lambda m: gan_phase(gan, m, seed=0)
+    return out
 
 
 def main():
@@ -64,6 +69,7 @@ def main():
     p.add_argument("--data", required=True, help="magnitude dataset")
     p.add_argument("--prior", required=True, help="complex prior (langevin)")
     p.add_argument("--cond-prior", default=None, help="conditional model (else untrained)")
+    p.add_argument("--gan", default=None, help="phase GAN generator (row omitted if none)")
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     p.add_argument("--n", type=int, default=2, help="images per timed batch")
     p.add_argument("--threads", type=int, default=1)
@@ -83,10 +89,11 @@ def main():
         cmeta = dict(meta)
         cond_note = "untrained conditional U-Net of the prior's size (timing only)"
     cond = DiffusionPrior(cnet, cmeta)
+    gan = load_prior(a.gan)[0] if a.gan else None
     rows = []
     for size in a.sizes:
         mags = magnitudes(a.data, a.n, size)
-        for name, fn in methods(prior, cond).items():
+        for name, fn in methods(prior, cond, gan).items():
             fn(mags[:1, :32, :32])  # warm-up (first-call overheads), small and cheap
             t = time.perf_counter()
             out = fn(mags)

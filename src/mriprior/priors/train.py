@@ -105,7 +105,7 @@ def state_sha256(*states: dict) -> str:
             t = state[k].detach().cpu().contiguous()
             h.update(k.encode())
             h.update(str(t.dtype).encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
