@@ -343,3 +343,21 @@ def test_ddp_two_ranks_identical_weights_and_cli(cplx, tmp_path):
     assert main(["train", str(tmp_path / "c.yaml"), "--steps", "2"]) == 0
     assert (tmp_path / "cli" / "net.safetensors").exists()
     assert json.loads((tmp_path / "cli" / "net.json").read_text())["step"] == 2
+
+
+def test_modl_trains_and_resumes_exactly(cplx, tmp_path):
+    model = {"type": "modl", "iterations": 2, "chans": 4, "pools": 1, "cg_iters": 3}
+
+    def raw(out):
+        r = _raw(cplx, out, 4)
+        r["model"] = model
+        r["train"]["save_every"] = 2
+        r["heldout"] = {"every": 2, "n_images": 2}
+        return r
+
+    full = train_unrolled(raw(tmp_path / "a"))
+    train_unrolled(raw(tmp_path / "b"), stop_at=2)
+    assert train_unrolled(raw(tmp_path / "b"), resume=True)["weights_sha256"] == \
+        full["weights_sha256"]
+    net, meta = load_network(tmp_path / "a" / "net")
+    assert isinstance(net, MoDL) and meta["network"]["cg_iters"] == 3
