@@ -151,7 +151,7 @@ def _scores(case, img):
     ref = case["ref"]
     x = img
     if case.get("lsq"):  # real acquired data: unrelated global complex scale
-        a = (x.conj() * ref).sum() / (x.conj() * x).sum().clamp_min(1e-30)
+        a = (x.conj() * ref).sum() / (x.conj() * x).sum().real.clamp_min(1e-30)
         x = a * x
     count, _ = hallucinations(x[0], ref[0])
     return {"psnr": float(psnr(ref, x)), "ssim": float(ssim(ref, x)),
