@@ -278,17 +278,35 @@ def test_cli_experiment_downstream_on_a_toy_budget(cplx, tmp_path, capsys):
             rec = dict(ds.manifest["slices"][i])
             rec["split"] = "test" if i < 3 else "val"
             w.add(np.array(ds[i]), rec)
+    # a "real" slice folder in BART's layout (ksp: 1 x X x Y x coils, img: 1 x X x Y x 1 x 1)
+    from mriprior.io.cfl import write_cfl
+    from mriprior.unrolled.networks import sense_expand
+
+    real = tmp_path / "real"
+    real.mkdir()
+    img = torch.from_numpy(np.array(ds[0]))[:, 2:30]            # (y 32, x 28)
+    maps = birdcage_maps(4, img.shape, normalize="rss")[None]
+    mask = (torch.rand(img.shape, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    mask[6:26, 4:24] = 1                                        # 20 x 20 calibration
+    ksp = (sense_expand(img[None], maps) * mask)[0]
+    write_cfl(str(real / "ksp"), ksp.permute(2, 1, 0).numpy()[None])
+    write_cfl(str(real / "img"), img.T.numpy()[None, :, :, None, None])
     docs = tmp_path / "docs" / "exp.md"
     args = ["experiment", "downstream", "--config", str(tmp_path / "c.yaml"),
             "--source", f"truth={cplx}", "--source", f"zero={tmp_path / 'zero'}",
             "--test", str(tmp_path / "t"), "--seeds", "0,1", "--accels", "4", "--slices", "2",
-            "--out", str(tmp_path / "o"), "--docs", str(docs)]
+            "--real", str(real), "--out", str(tmp_path / "o"), "--docs", str(docs)]
     assert main(args) == 0
     res = json.loads((tmp_path / "o" / "downstream.json").read_text())
     methods = {r["method"] for r in res["rows"]}
     assert methods == {"zero-filled", "L1-wavelet", "truth", "zero"}
-    assert len(res["rows"]) == 2 * (2 + 2 * 2)   # 2 cases x (2 baselines + 2 sources x 2 seeds)
-    truth = next(e for e in res["summary"] if e["method"] == "truth")
+    # (2 simulated + 1 real-phase + 1 real acquired) cases x (2 baselines + 2 sources x 2 seeds)
+    assert len(res["rows"]) == 4 * (2 + 2 * 2)
+    kinds = {e["kind"] for e in res["summary"]}
+    assert kinds == {"simulated", "real-phase", "real-acquired"}
+    acq = [r for r in res["rows"] if r["kind"] == "real-acquired" and r["method"] == "L1-wavelet"]
+    assert acq[0]["psnr"] > 25                     # exact data, 40 % + calibration: near exact
+    truth = next(e for e in res["summary"] if e["method"] == "truth" and e["kind"] == "simulated")
     assert len(truth["seed_psnr"]) == 2 and truth["n"] == 4
     assert (tmp_path / "docs" / "figures" / "downstream.png").exists()
     text = docs.read_text()
