@@ -14,7 +14,7 @@ synthesised from magnitudes + each source's phase, test on k-space with real / t
    (a folder with BART ``img`` / ``ksp``, e.g. ``../shared/data/brain-8coil-slice``): the real
    complex image (map 0; real phase), resized in k-space to the test size, with simulated coils
    at each R, and the REAL acquired k-space (its own Poisson-disc pattern, ESPIRiT maps, native
-   size; reference: ``img``).
+   size; reference: ``img``, magnitudes aligned by a real least-squares factor).
 3. **Methods**: every trained network, zero-filled, L1-wavelet (lambda per R tuned on a
    validation slice) and, with ``prior``, the fast posterior sampler's MMSE.
 4. **Metrics** on magnitudes (:mod:`mriprior.metrics`): PSNR, SSIM, NMSE per case; mean and std
@@ -150,8 +150,13 @@ def hallucinations(out, ref, k: float = 4.0, min_area: int = 5, object_level: fl
 def _scores(case, img):
     ref = case["ref"]
     x = img
-    if case.get("lsq"):  # real acquired data: unrelated global complex scale
-        a = (x.conj() * ref).sum() / (x.conj() * x).sum().real.clamp_min(1e-30)
+    if case.get("lsq"):
+        # Real acquired data: the reference (BART's reconstruction) has an unrelated global
+        # scale and lives in the phase gauge of BART's ESPIRiT maps, ours in our maps' gauge (a
+        # smooth phase map apart), so align magnitudes by the real least-squares factor, as
+        # `mriprior.metrics` does with scale="lsq"; a complex factor would be shrunk by the
+        # gauge difference.
+        a = (x.abs() * ref.abs()).sum() / x.abs().square().sum().clamp_min(1e-30)
         x = a * x
     count, _ = hallucinations(x[0], ref[0])
     return {"psnr": float(psnr(ref, x)), "ssim": float(ssim(ref, x)),
