@@ -297,6 +297,7 @@ def test_cli_experiment_downstream_on_a_toy_budget(cplx, tmp_path, capsys):
             "--test", str(tmp_path / "t"), "--seeds", "0,1", "--accels", "4", "--slices", "2",
             "--real", str(real), "--out", str(tmp_path / "o"), "--docs", str(docs)]
     assert main(args) == 0
+    assert torch.is_grad_enabled()                # the runner leaves autograd as it found it
     res = json.loads((tmp_path / "o" / "downstream.json").read_text())
     methods = {r["method"] for r in res["rows"]}
     assert methods == {"zero-filled", "L1-wavelet", "truth", "zero"}

@@ -195,6 +195,29 @@ def _tune_l1(cases, lams=(0.001, 0.003, 0.01, 0.03)):
 
 
 # ----------------------------------------------------------------------------- the run
+def _evaluate(cases, lam, lam_acq, ip, loaded, shown, rows, images, log):
+    """Every method on every case: score rows into ``rows``, the ``shown`` cases' aligned
+    images into ``images`` (for the figure)."""
+    for ci, c in enumerate(cases):
+        outs = {"zero-filled": sense_reduce(c["ksp"], c["maps"]),
+                "L1-wavelet": _l1(c, lam.get(c["accel"], lam_acq))}
+        if ip is not None:
+            from mriprior.recon.posterior import fast_posterior
+            outs["prior (fast MMSE)"] = fast_posterior(c["ksp"], c["maps"], ip, mask=c["mask"],
+                                                       chains=2, nfe=30, seed=ci).mmse
+        for (name, s), net in loaded.items():
+            outs[f"{name}|{s}"] = net(c["ksp"], c["maps"], c["mask"])
+        for method, img in outs.items():
+            sc, aligned = _scores(c, img)
+            src, _, seed = method.partition("|")
+            rows.append({"case": c["name"], "kind": c["kind"], "accel": c["accel"],
+                         "method": src, "seed": int(seed) if seed else None, **sc})
+            if ci in shown:
+                images.setdefault(ci, {"title": f"{shown[ci]}, R = {c['accel']:.1f}",
+                                       "ref": c["ref"][0], "out": {}})["out"][method] = aligned[0]
+        log(f"  case {ci + 1}/{len(cases)}: {c['name']} R {c['accel']:.1f}")
+
+
 def run_downstream(config, sources: dict, test, out, seeds=(0, 1), accels=(4.0, 8.0),
                    n_slices=16, real=None, prior=None, steps=None, val_seed=99,
                    log=print) -> dict:
@@ -237,25 +260,8 @@ def run_downstream(config, sources: dict, test, out, seeds=(0, 1), accels=(4.0, 
     if cases[-1]["kind"] != "simulated":
         shown[len(cases) - 1] = cases[-1]["name"]
     rows, images = [], {}
-    torch.set_grad_enabled(False)
-    for ci, c in enumerate(cases):
-        outs = {"zero-filled": sense_reduce(c["ksp"], c["maps"]),
-                "L1-wavelet": _l1(c, lam.get(c["accel"], lam_acq))}
-        if ip is not None:
-            from mriprior.recon.posterior import fast_posterior
-            outs["prior (fast MMSE)"] = fast_posterior(c["ksp"], c["maps"], ip, mask=c["mask"],
-                                                       chains=2, nfe=30, seed=ci).mmse
-        for (name, s), net in loaded.items():
-            outs[f"{name}|{s}"] = net(c["ksp"], c["maps"], c["mask"])
-        for method, img in outs.items():
-            sc, aligned = _scores(c, img)
-            src, _, seed = method.partition("|")
-            rows.append({"case": c["name"], "kind": c["kind"], "accel": c["accel"],
-                         "method": src, "seed": int(seed) if seed else None, **sc})
-            if ci in shown:
-                images.setdefault(ci, {"title": f"{shown[ci]}, R = {c['accel']:.1f}",
-                                       "ref": c["ref"][0], "out": {}})["out"][method] = aligned[0]
-        log(f"  case {ci + 1}/{len(cases)}: {c['name']} R {c['accel']:.1f}")
+    with torch.no_grad():  # local: never leave autograd off for the caller
+        _evaluate(cases, lam, lam_acq, ip, loaded, shown, rows, images, log)
     res = {"config": str(config), "sources": {k: str(v) for k, v in sources.items()},
            "seeds": list(seeds), "accels": list(accels), "test": str(test), "real": real,
            "prior": prior, "l1_lambda": {str(k): v for k, v in lam.items()},
