@@ -244,7 +244,7 @@ def run_downstream(config, sources: dict, test, out, seeds=(0, 1), accels=(4.0, 
                 train_unrolled(cfg, resume=True)
                 log(f"  done in {time.perf_counter() - t:.0f} s")
             nets[(name, s)] = net_path
-    shape = tuple(base["data"]["crop"] or open_dataset(base["data"]["path"]).shape)
+    shape = tuple(base["data"]["crop"] or open_dataset(next(iter(sources.values()))).shape)
     cases = test_cases(test, n_slices, accels, spec, shape=shape, real=real)
     lam = _tune_l1(_validation_cases(test, shape, spec, accels, val_seed))
     lam_acq = lam[max(lam)]
