@@ -197,6 +197,10 @@ def test_training_reduces_the_loss_exports_and_resumes_exactly(cplx, tmp_path):
     assert resumed["weights_sha256"] == full["weights_sha256"]
     with pytest.raises(InputError, match="model differs"):
         train_unrolled(_raw(cplx, tmp_path / "b", 16, chans=4), resume=True)
+    ckpt = sorted((tmp_path / "b" / "checkpoints").glob("ckpt-*.pt"))[-1]
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="unreadable checkpoint"):
+        train_unrolled(_raw(cplx, tmp_path / "b", 88), resume=True)
     # the trained network beats its initialisation on held-out synthesised data
     net, meta = load_network(tmp_path / "a" / "net")
     assert meta["step"] == 80 and meta["network"]["type"] == "varnet"
@@ -317,6 +321,8 @@ def test_cli_experiment_downstream_on_a_toy_budget(cplx, tmp_path, capsys):
     assert (tmp_path / "o" / "nets" / "truth-s0" / "net.safetensors").stat().st_mtime_ns == stamp
     assert main(args[:4] + ["--source", "nameonly"] + args[8:]) == 2
     assert "--source 'nameonly': expected NAME=DATASET" in capsys.readouterr().err
+    assert main(args[:4] + ["--source", f"x={tmp_path / 'none'}"] + args[8:]) == 2
+    assert "is not an mriprior dataset" in capsys.readouterr().err
 
 
 _DDP = """

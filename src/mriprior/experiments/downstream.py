@@ -227,6 +227,10 @@ def run_downstream(config, sources: dict, test, out, seeds=(0, 1), accels=(4.0, 
         raise InputError("--source: give at least one NAME=DATASET")
     base = load_unrolled_config(config, {"train.steps": steps} if steps else None)
     spec = base["simulation"]
+    for name, path in sources.items():  # fail now, not after hours of training other sources
+        if open_dataset(path).kind != "complex":
+            raise InputError(f"--source {name}={path}: needs a complex dataset (magnitude + "
+                             "that source's phase, e.g. from `mriprior augment`)")
     nets = {}
     for name, path in sources.items():
         for s in seeds:

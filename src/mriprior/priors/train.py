@@ -68,7 +68,8 @@ from mriprior.priors.networks import network_from_config
 from mriprior.priors.pixelcnn import (bits_per_dim, discretized_logistic_mixture_nll,
                                       likelihood_meta, to_network_scale)
 
-__all__ = ["train", "latest_checkpoint", "list_checkpoints", "lr_factor", "state_sha256"]
+__all__ = ["train", "latest_checkpoint", "list_checkpoints", "read_checkpoint", "lr_factor",
+           "state_sha256"]
 
 CKPT_FORMAT = "mriprior-train-checkpoint"
 CKPT_VERSION = 1
@@ -160,6 +161,19 @@ def list_checkpoints(output) -> list[Path]:
         except ValueError:
             continue
     return [p for _, p in sorted(found)]
+
+
+def read_checkpoint(path: Path, fmt: str, version: int | None = None) -> dict:
+    """A checkpoint written by one of our engines (``torch.load(weights_only=True)``: tensors
+    and plain types only); InputError if unreadable or not of format ``fmt`` / ``version``."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"{path}: unreadable checkpoint ({e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt or (
+            version is not None and ckpt.get("version") != version):
+        raise InputError(f"{path}: not an mriprior {fmt} file")
+    return ckpt
 
 
 def latest_checkpoint(output) -> Path | None:
@@ -339,12 +353,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
                          "to continue, or choose a new train.output")
     ckpt = None
     if resume and ckpt_path is not None:
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise InputError(f"{ckpt_path}: unreadable checkpoint ({e})") from None
-        if ckpt.get("format") != CKPT_FORMAT or ckpt.get("version") != CKPT_VERSION:
-            raise InputError(f"{ckpt_path}: not an mriprior training checkpoint")
+        ckpt = read_checkpoint(ckpt_path, CKPT_FORMAT, CKPT_VERSION)
         _check_compatible(ckpt["config"], cfg, ckpt_path)
         if ckpt["world_size"] != world:
             raise InputError(f"{ckpt_path}: written by {ckpt['world_size']} rank(s), resumed "
