@@ -1,4 +1,4 @@
-"""Dataset tools: ``mriprior data import | open | simulate`` (``mriprior data <tool> --help``)."""
+"""Dataset tools: ``mriprior data import | open | simulate | subset`` (``mriprior data <tool> --help``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ TOOLS = {
                                        "sources"),
     "simulate": ("mriprior.cli.data_simulate", "magnitude dataset -> complex (multi-coil) dataset "
                                                "with a physics-based phase"),
+    "subset": ("mriprior.cli.data_subset", "a random subset of a dataset, as a new dataset"),
 }
 
 

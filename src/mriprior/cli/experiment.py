@@ -20,13 +20,24 @@ networks are reused, unfinished ones resumed) and tests all on the same held-out
 known / real phase, against zero-filled, L1-wavelet and (--prior) the fast posterior sampler
 (mriprior.experiments.downstream). With --docs the table goes into that file and the figure
 into figures/downstream.png next to it.
+
+    mriprior experiment priors --prior small-complex=src/mriprior/assets/prior-ve-cpu \
+        --prior small-mag=out/ve-small-mag-cpu/prior ... --data data/open256-complex \
+        --real ../shared/data/brain-8coil-slice --out out/priors [--slices 2] \
+        [--docs docs/experiments.md]
+
+priors: reconstructs the held-out cases of bench/recon.py (simulated test slices, Poisson-disc
+R ~ 8 and 1D R = 5; the real slice) with each named prior (prior PICS and the fast sampler's
+MMSE, each tuned on a validation slice) against zero-filled and L1-wavelet
+(mriprior.experiments.prior_compare); finished entries are cached in OUT, so a rerun resumes
+and a prior added later costs only its own reconstructions.
 """
 
 from __future__ import annotations
 
 
 def add_arguments(p):
-    p.add_argument("name", choices=("phase", "downstream"))
+    p.add_argument("name", choices=("phase", "downstream", "priors"))
     p.add_argument("--config", default=None, help="downstream: unrolled-network YAML config")
     p.add_argument("--source", action="append", default=[], metavar="NAME=DATASET",
                    help="downstream: a phase source's complex training set (repeatable)")
@@ -37,11 +48,17 @@ def add_arguments(p):
                    help="downstream: override train.steps of the config")
     p.add_argument("--data", default=None, help="complex dataset (its test split is used)")
     p.add_argument("--real", default=None, help="folder with a real slice's img.cfl")
-    p.add_argument("--prior", default=None, help="complex prior for the langevin method")
+    p.add_argument("--prior", action="append", default=[], metavar="[NAME=]PRIOR",
+                   help="phase: complex prior for the langevin method; downstream: prior for "
+                        "the fast-sampler baseline; priors: NAME=PRIOR (repeatable)")
+    p.add_argument("--patterns", default="poisson,1d",
+                   help="priors: sampling patterns of the simulated cases (poisson,1d)")
+    p.add_argument("--chains", type=int, default=3, help="priors: fast-sampler chains (3)")
+    p.add_argument("--nfe", type=int, default=30, help="priors: fast-sampler NFE (30)")
     p.add_argument("--cond-prior", default=None, help="conditional model")
     p.add_argument("--gan", default=None, help="phase GAN generator")
     p.add_argument("--slices", type=int, default=None,
-                   help="test slices (default: phase 4, downstream 16)")
+                   help="test slices (default: phase 4, downstream 16, priors 2)")
     p.add_argument("--samples", type=int, default=1, help="draws per method and case")
     p.add_argument("--levels", type=int, default=10, help="langevin levels (default 10)")
     p.add_argument("--steps", type=int, default=50, help="langevin steps per level (50)")
@@ -93,7 +110,7 @@ def _downstream(args) -> int:
         raise InputError(f"--seeds {args.seeds!r} / --accels {args.accels!r}: comma-separated "
                          "numbers expected") from None
     res = run_downstream(args.config, sources, args.test, args.out, seeds=seeds, accels=accels,
-                         n_slices=args.slices or 16, real=args.real, prior=args.prior,
+                         n_slices=args.slices or 16, real=args.real, prior=_one_prior(args),
                          steps=args.train_steps, log=lambda s: print(s, file=sys.stderr))
     if args.docs:
         head, section = table(res, "mriprior experiment " + " ".join(sys.argv[2:]))
@@ -107,6 +124,49 @@ def _downstream(args) -> int:
     return 0
 
 
+def _one_prior(args):
+    from mriprior.errors import InputError
+
+    if len(args.prior) > 1 or any("=" in p for p in args.prior):
+        raise InputError(f"experiment {args.name} takes one --prior PATH, got {args.prior}")
+    return args.prior[0] if args.prior else None
+
+
+def _priors(args) -> int:
+    import os
+    import shutil
+    import sys
+
+    from mriprior.errors import InputError
+    from mriprior.experiments.prior_compare import run_prior_comparison, table
+    from mriprior.experiments.report import replace_section
+
+    if not args.data or not args.prior:
+        raise InputError("experiment priors needs --data and --prior NAME=PRIOR (repeatable)")
+    priors = {}
+    for item in args.prior:
+        name, eq, path = item.partition("=")
+        if not eq or not name or not path or name in priors:
+            raise InputError(f"--prior {item!r}: expected NAME=PRIOR with distinct names")
+        priors[name] = path
+    res = run_prior_comparison(priors, args.data, args.out, real=args.real,
+                               n_slices=args.slices or 2,
+                               patterns=tuple(k for k in args.patterns.split(",") if k),
+                               chains=args.chains, nfe=args.nfe, device=args.device,
+                               log=lambda s: print(s, file=sys.stderr))
+    if args.docs:
+        head, section = table(res, "mriprior experiment " + " ".join(sys.argv[2:]))
+        figs = os.path.join(os.path.dirname(os.path.abspath(args.docs)), "figures")
+        os.makedirs(figs, exist_ok=True)
+        if not os.path.exists(args.docs):
+            replace_section(args.docs, "# Experiments", "# Experiments\n")
+        src = os.path.join(args.out, "prior_compare.png")
+        if os.path.exists(src):
+            shutil.copyfile(src, os.path.join(figs, "prior_compare.png"))
+        replace_section(args.docs, head, section)
+    return 0
+
+
 def run(args) -> int:
     import os
     import sys
@@ -115,9 +175,11 @@ def run(args) -> int:
 
     if args.name == "downstream":
         return _downstream(args)
+    if args.name == "priors":
+        return _priors(args)
     args.slices = args.slices or 4
 
-    res = run_phase_eval(args.out, data=args.data, real=args.real, prior=args.prior,
+    res = run_phase_eval(args.out, data=args.data, real=args.real, prior=_one_prior(args),
                          cond_prior=args.cond_prior, gan=args.gan, n_slices=args.slices,
                          samples=args.samples, seed=args.seed,
                          langevin_kw={"n_levels": args.levels, "steps": args.steps},
