@@ -553,3 +553,29 @@ def test_cli_train_runs_a_gan_config(conditional_model, tmp_path):
     assert main(["train", str(cfg), "--steps", "3", "--resume"]) == 0
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").open()]
     assert log[-1]["step"] == 3
+
+
+def test_model_job_keeps_its_batch(magdata, tmp_path):
+    """The Langevin sampler draws noise per batch: a stopped job resumed with another batch
+    size is refused (naming it), the same batch resumes."""
+    out = tmp_path / "lv"
+    settings = dict(samples=1, seed=0, chunk=4, prior=str(magdata / "prior"),
+                    langevin={"n_levels": 2, "steps": 1, "eta": 0.15})
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(done, total):
+        raise Stop
+
+    with pytest.raises(Stop):
+        augment_dataset(magdata / "mag", out, AugmentSettings("langevin", **settings), batch=2,
+                        progress=stop_after_first, log=lambda *_: None)
+    assert json.loads((work_dir(out) / "job.json").read_text())["batch"] == 2
+    with pytest.raises(InputError, match=r"batch \(2 vs 3\)"):
+        augment_dataset(magdata / "mag", out, AugmentSettings("langevin", **settings), batch=3,
+                        log=lambda *_: None)
+    s = augment_dataset(magdata / "mag", out, AugmentSettings("langevin", **settings), batch=2,
+                        log=lambda *_: None)
+    assert s["chunks_done"] == s["chunks"] - 1
+    _check_output(out, magdata / "mag", 1, "langevin")

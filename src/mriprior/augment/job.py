@@ -242,6 +242,8 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
     job = {"format": "mriprior-augment-job", "version": 1, "source": str(src),
            "source_manifest_sha256": _source_hash(ds), "count": len(ds),
            "settings": settings.signature()}
+    if settings.method in MODEL_METHODS:  # the samplers draw their noise per batch
+        job["batch"] = int(batch)
     parts = work_dir(out)
     finished = _finished(out, job)
     phaser = None if finished else _Phaser(settings, device)  # checks the model before any write
