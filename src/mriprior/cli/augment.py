@@ -41,9 +41,9 @@ def add_arguments(p):
                    help="conditional: predictor-corrector signal-to-noise ratio (default 0.16)")
     p.add_argument("--chunk", type=int, default=16, help="input slices per chunk (default 16)")
     p.add_argument("--batch", type=int, default=None,
-                   help="images per network call (default: 8 on a GPU, 1 on the CPU, where a "
-                        "batch of 8 256 x 256 images is ~1.7x slower per image); the samplers' "
-                        "noise is drawn per batch, so a resumed job must keep its batch")
+                   help="images per network call (default: 8 on a GPU, 2 on the CPU, near the "
+                        "CPU optimum at 128 and 256 pixels: bench/score_batch.py); the "
+                        "samplers' noise is drawn per batch, so a resumed job keeps its batch")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto; under torchrun "
                    "'cuda' means the rank's local GPU")
     p.add_argument("--force", action="store_true", help="replace an existing --out dataset")
@@ -94,7 +94,7 @@ def run(args) -> int:
 
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))  # noqa: E731
     dev = _device(args.device)
-    batch = args.batch if args.batch is not None else (8 if dev.type == "cuda" else 1)
+    batch = args.batch if args.batch is not None else (8 if dev.type == "cuda" else 2)
     if batch < 1:
         from mriprior.errors import InputError
         raise InputError(f"--batch {batch}: must be >= 1")
