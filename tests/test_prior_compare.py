@@ -150,9 +150,16 @@ def test_data_subset_cli(tmp_path):
         assert r["split"] in ("train", "val") and r["source"] == f"f{r['subset_of']}"
         assert float(sub[i][0, 0]) == r["subset_of"]  # the right pixels came along
     assert sub.manifest["options"]["subset"] == {"source": str(src), "n": 4,
-                                                 "splits": ["train", "val"], "seed": 1,
-                                                 "source_count": 9}
+                                                 "splits": ["train", "val"], "keep": [],
+                                                 "seed": 1, "source_count": 9}
     assert (tmp_path / "sub" / "LICENSES.md").read_text() == "licences"
+    # two training slices drawn, val and test kept whole
+    assert main(["data", "subset", "--in", str(src), "--out", str(tmp_path / "k"), "--n", "2",
+                 "--splits", "train", "--keep", "val,test"]) == 0
+    k = open_dataset(tmp_path / "k")
+    assert [r["split"] for r in k.records].count("train") == 2 and len(k) == 8
+    assert main(["data", "subset", "--in", str(src), "--out", str(tmp_path / "k2"), "--n", "2",
+                 "--splits", "train", "--keep", "train"]) == 2
     # existing output without --force: one clear error, nothing changed
     assert main(["data", "subset", "--in", str(src), "--out", str(tmp_path / "sub"),
                  "--n", "2"]) == 2

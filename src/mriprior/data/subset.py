@@ -4,7 +4,8 @@ Used to size an experiment to a compute budget (e.g. phase-augment 1,000 slices 
 archive on a CPU) and for small-vs-large data comparisons. The pick is a seeded random
 permutation of the eligible slices (those in ``splits``), kept in the source order, so the same
 (source, n, splits, seed) always gives the same subset, and a larger ``n`` with the same seed
-gives a superset. Each record keeps its source record and gains ``"subset_of": index in the
+gives a superset; splits named in ``keep`` come along whole (a smaller training set with the
+same validation set). Each record keeps its source record and gains ``"subset_of": index in the
 source``; the manifest's ``options.subset`` records the source, n, splits and seed. Licence
 files of the source (``LICENSES.md``, ``licenses/``) are carried along.
 """
@@ -37,15 +38,23 @@ def subset_indices(records: list[dict], n: int, splits=SPLITS, seed: int = 0) ->
     return np.sort(eligible[perm[:n]])
 
 
-def subset_dataset(src, out, n: int, splits=SPLITS, seed: int = 0,
+def subset_dataset(src, out, n: int, splits=SPLITS, seed: int = 0, keep=(),
                    overwrite: bool = False) -> dict:
-    """Write ``n`` random slices of dataset ``src`` to the new dataset ``out`` (atomically)."""
+    """Write ``n`` random slices of dataset ``src`` (drawn from ``splits``) plus every slice of
+    the splits in ``keep`` (e.g. ``("val",)``: a smaller training set, the same validation
+    set) to the new dataset ``out`` (atomically)."""
     ds = open_dataset(src)
+    keep = tuple(keep)
+    if set(keep) & set(splits) or any(k not in SPLITS for k in keep):
+        raise InputError(f"kept splits {list(keep)} must be splits {SPLITS} not drawn from "
+                         f"({list(splits)})")
     idx = subset_indices(ds.records, n, tuple(splits), seed)
+    if keep:
+        idx = np.union1d(idx, np.concatenate([ds.indices(k) for k in keep]))
     m = ds.manifest
     options = dict(m.get("options", {}),
                    subset={"source": str(src), "n": int(n), "splits": list(splits),
-                           "seed": int(seed), "source_count": len(ds)})
+                           "keep": list(keep), "seed": int(seed), "source_count": len(ds)})
     with DatasetWriter(out, ds.kind, ds.shape, options=options,
                        provenance=m.get("provenance", {}), overwrite=overwrite) as w:
         for i in idx:
