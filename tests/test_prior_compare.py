@@ -90,6 +90,25 @@ def test_comparison_runs_resumes_and_tabulates(toy, tmp_path):
     assert text.startswith(head) and "| m fast MMSE |" in text and "| **L1-wavelet** |" in text
     assert "| m | `nowhere` | magnitude | ? | None |" in text
 
+    # a wider grid: only the new values are validated; entries whose parameter stayed are kept
+    val_before = json.loads(json.dumps(res2["tuning"]["poisson"]))
+    res4 = run_prior_comparison({"c": toy["complex"], "m": toy["mag"]}, toy["data"], out,
+                                real=toy["real"], log=logs.append,
+                                **dict(KW, sigma_grid=(0.3, 0.05)))
+    for name in ("c", "m"):
+        key = next(k for k in val_before if k.startswith(name + "@"))
+        old, new = val_before[key]["val_psnr"]["fast"], res4["tuning"]["poisson"][key]
+        assert set(new["val_psnr"]["fast"]) == {"0.3", "0.05"}
+        assert new["val_psnr"]["fast"]["0.3"] == old["0.3"]
+        assert new["val_psnr"]["pics"] == val_before[key]["val_psnr"]["pics"]
+        for k, e in res4["entries"].items():
+            if f"|{name} fast MMSE|" in k:
+                assert e["param"] == new["sigma_start"]
+                assert (e["seconds"] == res2["entries"][k]["seconds"]) == (
+                    new["sigma_start"] == 0.3)
+            elif f"|{name} PICS|" in k:
+                assert e["seconds"] == res2["entries"][k]["seconds"]
+
     # other settings: the cache is not reused
     res3 = run_prior_comparison({"c": toy["complex"]}, toy["data"], out, **dict(KW, n_slices=1))
     assert len(res3["entries"]) == 4
@@ -165,3 +184,12 @@ def test_data_subset_cli(tmp_path):
                  "--n", "2"]) == 2
     assert len(open_dataset(tmp_path / "sub")) == 4
     assert json.loads((tmp_path / "sub" / "manifest.json").read_text())["count"] == 4
+
+
+def test_best_grid_value_and_edge_note():
+    from mriprior.experiments.prior_compare import _best
+    logs = []
+    assert _best({"0.1": 30.0, "0.3": 31.0, "1.0": 29.0}, (1.0, 0.1, 0.3), "x", logs.append) == 0.3
+    assert logs == []
+    assert _best({"0.1": 32.0, "0.3": 31.0, "1.0": 29.0}, (0.1, 0.3, 1.0), "x", logs.append) == 0.1
+    assert "edge of the grid" in logs[0]
