@@ -47,7 +47,7 @@ __all__ = ["run_prior_comparison", "table"]
 
 L1_GRID = (0.001, 0.002, 0.005, 0.01, 0.02)
 PICS_GRID = (0.02, 0.05, 0.2, 0.5, 1.0)
-SIGMA_GRID = (0.03, 0.1, 0.3, 1.0)
+SIGMA_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def _file_hash(prior_path) -> str:
