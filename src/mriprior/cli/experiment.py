@@ -88,12 +88,10 @@ def _table(res: dict, command: str) -> str:
 
 def _downstream(args) -> int:
     import os
-    import shutil
     import sys
 
     from mriprior.errors import InputError
     from mriprior.experiments.downstream import run_downstream, table
-    from mriprior.experiments.report import replace_section
 
     if not args.config or not args.test or not args.source:
         raise InputError("experiment downstream needs --config, --test and --source NAME=DATASET")
@@ -113,15 +111,26 @@ def _downstream(args) -> int:
                          n_slices=args.slices or 16, real=args.real, prior=_one_prior(args),
                          steps=args.train_steps, log=lambda s: print(s, file=sys.stderr))
     if args.docs:
-        head, section = table(res, "mriprior experiment " + " ".join(sys.argv[2:]))
-        figs = os.path.join(os.path.dirname(os.path.abspath(args.docs)), "figures")
-        os.makedirs(figs, exist_ok=True)
-        if not os.path.exists(args.docs):
-            replace_section(args.docs, "# Experiments", "# Experiments\n")
-        shutil.copyfile(os.path.join(args.out, "downstream.png"),
-                        os.path.join(figs, "downstream.png"))
-        replace_section(args.docs, head, section)
+        _write_docs(args.docs, *table(res, "mriprior experiment " + " ".join(sys.argv[2:])),
+                    os.path.join(args.out, "downstream.png"))
     return 0
+
+
+def _write_docs(docs, head, section, figure=None):
+    """Put ``section`` into the markdown file ``docs`` (created with a title if missing) and
+    copy ``figure`` (if it exists) to ``figures/`` next to it."""
+    import os
+    import shutil
+
+    from mriprior.experiments.report import replace_section
+
+    if figure is not None and os.path.exists(figure):
+        figs = os.path.join(os.path.dirname(os.path.abspath(docs)), "figures")
+        os.makedirs(figs, exist_ok=True)
+        shutil.copyfile(figure, os.path.join(figs, os.path.basename(figure)))
+    if not os.path.exists(docs):
+        replace_section(docs, "# Experiments", "# Experiments\n")
+    replace_section(docs, head, section)
 
 
 def _one_prior(args):
@@ -134,12 +143,10 @@ def _one_prior(args):
 
 def _priors(args) -> int:
     import os
-    import shutil
     import sys
 
     from mriprior.errors import InputError
     from mriprior.experiments.prior_compare import run_prior_comparison, table
-    from mriprior.experiments.report import replace_section
 
     if not args.data or not args.prior:
         raise InputError("experiment priors needs --data and --prior NAME=PRIOR (repeatable)")
@@ -155,20 +162,12 @@ def _priors(args) -> int:
                                chains=args.chains, nfe=args.nfe, device=args.device,
                                log=lambda s: print(s, file=sys.stderr))
     if args.docs:
-        head, section = table(res, "mriprior experiment " + " ".join(sys.argv[2:]))
-        figs = os.path.join(os.path.dirname(os.path.abspath(args.docs)), "figures")
-        os.makedirs(figs, exist_ok=True)
-        if not os.path.exists(args.docs):
-            replace_section(args.docs, "# Experiments", "# Experiments\n")
-        src = os.path.join(args.out, "prior_compare.png")
-        if os.path.exists(src):
-            shutil.copyfile(src, os.path.join(figs, "prior_compare.png"))
-        replace_section(args.docs, head, section)
+        _write_docs(args.docs, *table(res, "mriprior experiment " + " ".join(sys.argv[2:])),
+                    os.path.join(args.out, "prior_compare.png"))
     return 0
 
 
 def run(args) -> int:
-    import os
     import sys
 
     from mriprior.experiments.phase_eval import run_phase_eval
@@ -187,8 +186,5 @@ def run(args) -> int:
                          log=lambda s: print(s, file=sys.stderr))
     if args.docs:
         head, section = _table(res, "mriprior experiment " + " ".join(sys.argv[2:]))
-        from mriprior.experiments.report import replace_section
-        if not os.path.exists(args.docs):
-            replace_section(args.docs, "# Experiments", "# Experiments\n")
-        replace_section(args.docs, head, section)
+        _write_docs(args.docs, head, section)
     return 0
