@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import sys
 import time
@@ -47,6 +46,7 @@ import torch
 from mriprior.data.dataset import open_dataset
 from mriprior.experiments.recon_cases import (PATTERNS, complex_lsq, pick_slices, real_case,
                                               simulated_case)
+from mriprior.experiments.report import save_figure
 from mriprior.metrics import evaluate
 from mriprior.recon.classical import pics, sense_combine
 from mriprior.recon.posterior import (fast_posterior, interval_radius, langevin_posterior,
@@ -192,9 +192,7 @@ def figure(path, sweep_rows, first_case=None):
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=100)
-    plt.close(fig)
-    os.replace(path + ".tmp.png", path)
+    save_figure(fig, path, dpi=100)
 
 
 def docs_section(results, command):

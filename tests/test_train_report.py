@@ -18,3 +18,33 @@ def test_summary_and_plot(tmp_path, capsys):
     main([str(tmp_path), "--out", str(out)])
     assert out.stat().st_size > 2000
     assert json.loads(capsys.readouterr().out)["steps"] == 100
+
+
+def test_save_figure_is_atomic(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from mriprior.experiments.report import save_figure
+
+    path = tmp_path / "fig.png"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, path, dpi=50)
+    good = path.read_bytes()
+    assert good[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+    assert not plt.fignum_exists(fig.number)
+
+    def broken(fname, **kw):  # rendering that fails half-way
+        open(fname, "wb").write(b"partial")
+        raise RuntimeError("render failed")
+
+    fig2, _ = plt.subplots()
+    fig2.savefig = broken
+    with pytest.raises(RuntimeError):
+        save_figure(fig2, path)
+    assert path.read_bytes() == good  # the previous figure is intact, no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]

@@ -16,12 +16,12 @@ mixture logits (1: the model itself).
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from mriprior.cli._common import device
 from mriprior.errors import InputError
+from mriprior.experiments.report import save_figure
 
 
 def add_arguments(p):
@@ -93,7 +93,4 @@ def _grid(path, x):
             axes[r, j * cols + c].imshow(img[k], cmap=cmap, **kw)
     fig.suptitle(" | ".join(t for t, _, _ in panels), fontsize=9)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=80)

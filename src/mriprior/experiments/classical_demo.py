@@ -26,6 +26,7 @@ from mriprior.physics.masks import poisson_disc
 from mriprior.physics.phantom import birdcage_maps, shepp_logan_kspace
 from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
 from mriprior.recon.classical import pics, sense_combine
+from mriprior.experiments.report import save_figure
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,4 @@ def _figure(path, ref, recons, results, mask):
     for a in ax.ravel():
         a.axis("off")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=80)

@@ -45,6 +45,7 @@ from mriprior.physics.fft import fft2c, ifft2c
 from mriprior.unrolled.networks import sense_reduce
 from mriprior.unrolled.synth import Synthesizer, make_mask
 from mriprior.unrolled.train import load_network, load_unrolled_config, train_unrolled
+from mriprior.experiments.report import save_figure
 
 __all__ = ["run_downstream", "hallucinations", "fourier_resize", "table"]
 
@@ -334,10 +335,7 @@ def figure(path, panels):
             for a in (a0, a1, a2):
                 a.set_axis_off()
     fig.tight_layout()
-    tmp = str(path) + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
 
 
 def table(res, command) -> tuple[str, str]:

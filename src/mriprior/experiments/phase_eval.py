@@ -38,6 +38,7 @@ from mriprior.augment.phase import (conditional_phase, gan_phase, langevin_phase
 from mriprior.errors import InputError
 from mriprior.experiments.phase_stats import (_wrap, comparison_mask, load_reference,
                                               radial_spectrum)
+from mriprior.experiments.report import save_figure
 
 __all__ = ["phase_error", "spectrum_distance", "run_phase_eval"]
 
@@ -186,7 +187,4 @@ def _figure(path: Path, shown) -> None:
             a.set_xticks([])
             a.set_yticks([])
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)

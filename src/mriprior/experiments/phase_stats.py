@@ -37,6 +37,7 @@ import torch
 
 from mriprior.data.simulate import PhaseModel, complex_from_magnitude, gaussian_blur, segment
 from mriprior.errors import InputError
+from mriprior.experiments.report import save_figure
 
 __all__ = ["comparison_mask", "wrapped_gradient", "gradient_magnitude", "radial_spectrum",
            "structure_function", "noise_sigma", "noise_sigma_inside", "phase_statistics",
@@ -305,8 +306,7 @@ def _figure(path: Path, ref, sims, mask, real, sim, sim_clean) -> None:
     for ax in fig.axes[-3:]:
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6.5)
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+    save_figure(fig, path, dpi=72)
 
 
 def _print(res: dict) -> None:

@@ -42,6 +42,7 @@ from mriprior.metrics import evaluate
 from mriprior.recon.classical import pics, sense_combine
 from mriprior.recon.posterior import fast_posterior, prior_pics
 from mriprior.recon.priors import load_image_prior
+from mriprior.experiments.report import save_figure
 
 __all__ = ["run_prior_comparison", "table"]
 
@@ -343,7 +344,4 @@ def figure(path: Path, images: dict, prior_names) -> None:
             a.set_xticks([])
             a.set_yticks([])
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)

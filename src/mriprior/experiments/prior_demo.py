@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from mriprior.errors import InputError
+from mriprior.experiments.report import save_figure
 
 __all__ = ["build_case", "load_case", "run_prior_demo", "ASSETS"]
 
@@ -184,7 +185,4 @@ def _figure(path, ref, recons, std, results):
     for a in ax:
         a.axis("off")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=80)

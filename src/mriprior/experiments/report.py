@@ -20,3 +20,19 @@ def replace_section(path, head: str, section: str) -> None:
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def save_figure(fig, path, dpi: int = 100) -> None:
+    """Save a matplotlib figure to ``path`` (PNG) atomically and close it: written to a
+    temporary name in the same folder, then renamed, so no half-written figure is left."""
+    import matplotlib.pyplot as plt
+
+    path = os.fspath(path)
+    tmp = path + ".tmp.png"
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from mriprior.experiments.report import save_figure
 
 
 def read_log(run_dir) -> list[dict]:
@@ -60,10 +61,7 @@ def plot(records: list[dict], out: str) -> None:
     if held:
         ax[1].legend(fontsize=7)
     fig.tight_layout()
-    tmp = out + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
+    save_figure(fig, out, dpi=90)
 
 
 def main(argv=None):
