@@ -193,3 +193,7 @@ def test_best_grid_value_and_edge_note():
     assert logs == []
     assert _best({"0.1": 32.0, "0.3": 31.0, "1.0": 29.0}, (0.1, 0.3, 1.0), "x", logs.append) == 0.1
     assert "edge of the grid" in logs[0]
+    logs.clear()  # the top edge is no edge where the parameter cannot go higher (sigma_max)
+    top = {"0.1": 29.0, "0.3": 31.0, "1.0": 32.0}
+    assert _best(top, (0.1, 0.3, 1.0), "x", logs.append, upper=1.0) == 1.0 and logs == []
+    assert _best(top, (0.1, 0.3, 1.0), "x", logs.append, upper=2.0) == 1.0 and len(logs) == 1

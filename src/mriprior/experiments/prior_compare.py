@@ -80,11 +80,14 @@ def _describe(prior_path) -> dict:
     return info
 
 
-def _best(val_psnr: dict, grid, what: str, log) -> float:
-    """The grid value with the best validation PSNR; a warning if it lies on the grid's edge."""
+def _best(val_psnr: dict, grid, what: str, log, upper: float | None = None) -> float:
+    """The grid value with the best validation PSNR; a warning if it lies on the grid's edge,
+    unless that edge is ``upper``, a value the parameter cannot exceed (a sampler cannot start
+    above the prior's ``sigma_max``)."""
     vals = sorted(float(v) for v in grid)
     best = max(vals, key=lambda v: val_psnr[str(v)])
-    if len(vals) > 2 and best in (vals[0], vals[-1]):
+    at_limit = upper is not None and best == vals[-1] and best >= upper
+    if len(vals) > 2 and best in (vals[0], vals[-1]) and not at_limit:
         log(f"  note: best {what} {best} is at the edge of the grid {vals}")
     return best
 
@@ -183,7 +186,8 @@ def run_prior_comparison(priors: dict, data, out, real=None, n_slices: int = 2,
                             sigma_start=sg, seed=0).mmse)["psnr"]
                         store.save()
                 tk["pics_lambda"] = _best(vp["pics"], pics_grid, f"{name} PICS lambda", log)
-                tk["sigma_start"] = _best(vp["fast"], sigma_grid, f"{name} sigma_start", log)
+                tk["sigma_start"] = _best(vp["fast"], sigma_grid, f"{name} sigma_start", log,
+                                          upper=prior(name).sigma_max)
                 log(f"  {name}, tuned on validation slice {val_idx}: PICS lambda "
                     f"{tk['pics_lambda']}, fast sigma_start {tk['sigma_start']}")
             store.save()
