@@ -44,53 +44,21 @@ import numpy as np
 import torch
 
 from mriprior.data.dataset import open_dataset
-from mriprior.experiments.recon_cases import (PATTERNS, complex_lsq, pick_slices, real_case,
-                                              simulated_case)
+from mriprior.experiments.recon_cases import (PATTERNS, pick_slices, real_case, score,
+                                              simulated_case, uncertainty)
 from mriprior.experiments.report import save_figure
-from mriprior.metrics import evaluate
 from mriprior.recon.classical import pics, sense_combine
-from mriprior.recon.posterior import (fast_posterior, interval_radius, langevin_posterior,
-                                      prior_pics)
+from mriprior.recon.posterior import fast_posterior, langevin_posterior, prior_pics
 from mriprior.recon.priors import load_image_prior
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def uncertainty(case, r):
-    """Spearman(std, |error|) and the coverage of the 90 % credible region inside the object.
-
-    Simulated cases: complex error against the reference in the estimated maps' gauge, 90 %
-    credible disc of a circular complex Gaussian. Real slice: its reference comes from BART's
-    ESPIRiT maps, whose smooth phase gauge differs from ours, so a complex error would measure
-    the gauge; use magnitudes there: error ``| |a mmse| - |ref| |`` (``a`` the least-squares
-    factor), std over the chains of ``|a sample|``, 90 % interval ``1.645 std``."""
-    from scipy.stats import spearmanr
-    ref = case.get("ref_complex", case["ref"])
-    if case["scale"] == "none":
-        err, s = (r.mmse - ref).abs(), r.std
-        radius = interval_radius(s, 0.9)
-    else:
-        a = complex_lsq(ref, r.mmse)
-        err = (abs(a) * r.mmse.abs() - ref.abs()).abs()
-        s = abs(a) * r.samples.abs().std(1, unbiased=True)
-        radius = 1.6449 * s
-    inside = ref.abs() > 0.1 * ref.abs().max()
-    rho = float(spearmanr(s[inside].numpy().ravel(), err[inside].numpy().ravel())[0])
-    cover = float((err[inside] <= radius[inside]).float().mean())
-    return {"spearman_std_err": rho, "coverage90": cover,
-            "error": "complex" if case["scale"] == "none" else "magnitude"}
-
-
 def timed(fn):
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
-
-
-def score(case, img):
-    r = evaluate(case["ref"], img, scale=case["scale"])
-    return {"psnr": r["psnr"], "ssim": r["ssim"], "nmse": r["nmse"]}
 
 
 def tune(val, prior, l1_grid, pics_grid, pics_iters, log):

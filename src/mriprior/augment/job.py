@@ -131,7 +131,7 @@ class _Phaser:
                                  f"{settings.method} needs a diffusion model")
             channels = meta.get("data", {}).get("channels")
             conditional = bool(int(net.config.get("cond_channels", 0)))
-            if channels != "complex" or meta.get("parametrisation") not in ("score", "eps"):
+            if channels != "complex" or meta.get("parametrisation") not in ("score", "eps", "edm"):
                 raise InputError(f"{settings.prior}: phase augmentation needs a complex "
                                  f"diffusion model (this one: {channels!r}, "
                                  f"{meta.get('parametrisation')!r})")

@@ -10,7 +10,8 @@ from mriprior.diffusion.schedules import (  # noqa: F401
     vp_sigma, vp_t, vp_sigmas, ddpm_sigmas,
 )
 from mriprior.diffusion.losses import (  # noqa: F401
-    complex_to_channels, channels_to_complex, ScoreModel, ve_dsm_loss, vp_eps_loss,
+    complex_to_channels, channels_to_complex, ScoreModel, ve_dsm_loss, vp_eps_loss, edm_loss,
+    edm_preconditioning,
     heldout_dsm_loss,
 )
 from mriprior.diffusion.ema import EMA  # noqa: F401
@@ -22,6 +23,7 @@ __all__ = [
     "append_dims", "randn_like", "ve_sigma", "ve_t", "ve_sigmas", "vp_beta", "vp_log_alpha_bar",
     "vp_alpha_bar", "vp_sigma", "vp_t", "vp_sigmas", "ddpm_sigmas",
     "complex_to_channels", "channels_to_complex", "ScoreModel", "ve_dsm_loss", "vp_eps_loss",
+    "edm_loss", "edm_preconditioning",
     "heldout_dsm_loss", "EMA",
     "annealed_langevin", "predictor_corrector", "ancestral_vp", "ancestral_ve",
 ]

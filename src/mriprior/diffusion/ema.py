@@ -31,13 +31,15 @@ class EMA:
     Args:
         model: the trained module (the shadow is initialised from its current weights).
         decay: in ``[0, 1)``; the EMA's time constant is about ``1 / (1 - decay)`` updates.
+        ramp: warm the decay up as ``min(decay, (1 + n) / (10 + n))`` (see ``current_decay``).
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
+    def __init__(self, model: nn.Module, decay: float = 0.999, ramp: bool = False):
         if not 0.0 <= decay < 1.0:
             raise InputError(f"EMA decay must be in [0, 1), got {decay}")
         self.model = model
         self.decay = float(decay)
+        self.ramp = bool(ramp)
         self.num_updates = 0
         self.shadow: dict[str, torch.Tensor] = {
             name: p.detach().to(_shadow_dtype(p)).clone()
@@ -57,12 +59,21 @@ class EMA:
                              f"(model {len(names)}, shadow {len(self.shadow)})")
         return params
 
+    @property
+    def current_decay(self) -> float:
+        """The decay of the next update: ``decay``, or with ``ramp`` ``min(decay, (1 + n) / (10 +
+        n))`` after ``n`` updates, so a short run's average is not dominated by its start."""
+        if not self.ramp:
+            return self.decay
+        n = self.num_updates
+        return min(self.decay, (1.0 + n) / (10.0 + n))
+
     @torch.no_grad()
     def update(self, model: nn.Module | None = None) -> None:
         """One EMA step from the parameters of ``model`` (default: the model given at creation)."""
         for name, p in self._check(model):
             sh = self.shadow[name]
-            sh.lerp_(p.detach().to(sh.dtype), 1.0 - self.decay)
+            sh.lerp_(p.detach().to(sh.dtype), 1.0 - self.current_decay)
         self.num_updates += 1
 
     @torch.no_grad()

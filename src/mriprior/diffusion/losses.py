@@ -15,6 +15,14 @@ Parametrisations (what ``net`` was trained to output):
 ``"eps"``    (VP / DDPM) ``net(x_vp, sigma) ~= eps`` with the VP input
              ``x_vp = x / sqrt(1 + sigma^2) = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps``;
              trained with :func:`vp_eps_loss`. Score ``= -eps / sigma``.
+``"edm"``    (Karras et al. 2022, "EDM") the network is the preconditioned part of a denoiser
+             ``D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` with ``sd = sigma_data``,
+             ``c_skip = sd^2 / (sigma^2 + sd^2)``, ``c_out = sigma sd / sqrt(sigma^2 + sd^2)``,
+             ``c_in = 1 / sqrt(sigma^2 + sd^2)``, ``c_noise = log(sigma) / 4``; trained with
+             :func:`edm_loss`. Score ``= (D(x, sigma) - x) / sigma^2``. Our networks embed
+             ``log`` of the level they are given, so ``F`` is called with ``sigma^(1/4)``: its
+             embedding then sees exactly ``c_noise``. As ``sigma -> 0`` the network's error
+             enters ``D`` scaled by ``c_out ~ sigma``, so the small-sigma score stays accurate.
 
 Losses are unreduced: one value per sample, the mean over that sample's real elements (so the
 numbers do not depend on the image size); the training loop reduces and logs.
@@ -36,10 +44,12 @@ __all__ = [
     "ScoreModel",
     "ve_dsm_loss",
     "vp_eps_loss",
+    "edm_loss",
+    "edm_preconditioning",
     "heldout_dsm_loss",
 ]
 
-PARAMETRISATIONS = ("score", "eps")
+PARAMETRISATIONS = ("score", "eps", "edm")
 
 
 def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
@@ -79,12 +89,26 @@ def _per_sample_mean(v: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape[0], -1).square().mean(1)
 
 
+def edm_preconditioning(sigma: torch.Tensor, sigma_data: float):
+    """EDM's ``(c_skip, c_out, c_in, c_noise)`` for levels ``sigma`` (any shape, positive)."""
+    sd2 = sigma_data * sigma_data
+    s2 = sigma * sigma
+    c_skip = sd2 / (s2 + sd2)
+    c_out = sigma * sigma_data / torch.sqrt(s2 + sd2)
+    c_in = 1 / torch.sqrt(s2 + sd2)
+    c_noise = torch.log(sigma) / 4
+    return c_skip, c_out, c_in, c_noise
+
+
 class ScoreModel(nn.Module):
     """Turn a network ``net(x, sigma)`` into the one prior interface: ``score`` and ``denoise``.
 
     Args:
         net: the backbone, called as ``net(x_net, sigma)`` (see the module docstring).
-        parametrisation: ``"score"`` or ``"eps"`` (what ``net`` outputs).
+        parametrisation: ``"score"``, ``"eps"`` or ``"edm"`` (what ``net`` outputs).
+        cond: conditioning channels ``(batch, cond_channels, H, W)`` for conditional networks.
+        sigma_data: the data's standard deviation of the ``"edm"`` preconditioning (required
+            there, unused otherwise).
 
     ``forward(x, sigma)`` is ``score(x, sigma)``, so the model itself is a sampler's ``score_fn``.
     ``x`` may be real or complex; complex ``x`` is split into two channels at the network edge
@@ -92,14 +116,34 @@ class ScoreModel(nn.Module):
     """
 
     def __init__(self, net: nn.Module, parametrisation: str = "score",
-                 cond: torch.Tensor | None = None):
+                 cond: torch.Tensor | None = None, sigma_data: float | None = None):
         super().__init__()
         if parametrisation not in PARAMETRISATIONS:
             raise InputError(f"unknown parametrisation {parametrisation!r}; "
                              f"choose from {PARAMETRISATIONS}")
+        if parametrisation == "edm" and not (isinstance(sigma_data, (int, float))
+                                             and sigma_data > 0):
+            raise InputError(f"the 'edm' parametrisation needs sigma_data > 0, got "
+                             f"{sigma_data!r}")
         self.net = net
         self.parametrisation = parametrisation
         self.cond = cond  # (batch, cond_channels, H, W) for conditional networks
+        self.sigma_data = float(sigma_data) if parametrisation == "edm" else None
+
+    @classmethod
+    def from_meta(cls, net: nn.Module, meta: dict, cond: torch.Tensor | None = None):
+        """The model of an exported prior's sidecar (``parametrisation``, ``diffusion``)."""
+        diff = meta.get("diffusion") or {}
+        kind = diff.get("type")
+        want = {"ve": "score", "vp": "eps", "edm": "edm"}.get(kind)
+        if want is None:
+            raise InputError(f"unknown diffusion type {kind!r} in the prior's sidecar (known: "
+                             "ve, vp, edm)")
+        if meta.get("parametrisation") != want:
+            raise InputError(f"the prior's sidecar says parametrisation "
+                             f"{meta.get('parametrisation')!r} with diffusion type {kind!r}, "
+                             f"which is trained as {want!r}")
+        return cls(net, want, cond=cond, sigma_data=diff.get("sigma_data"))
 
     def _call(self, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return self.net(v, sigma) if self.cond is None else self.net(v, sigma, self.cond)
@@ -115,6 +159,8 @@ class ScoreModel(nn.Module):
         s = append_dims(sigma, x.ndim)
         if self.parametrisation == "score":
             return self._net(x, sigma)
+        if self.parametrisation == "edm":
+            return (self.denoise(x, sigma) - x) / s
         # "eps": the network sees the VP-scaled input and predicts eps = -sigma * score.
         return -self._net(x / torch.sqrt(1 + s * s), sigma)
 
@@ -126,6 +172,10 @@ class ScoreModel(nn.Module):
     def denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """Tweedie: ``D(x, sigma) = x + sigma^2 score(x, sigma) = E[x0 | x]``."""
         sigma = _sigma_batch(sigma, x)
+        if self.parametrisation == "edm":
+            c_skip, c_out, c_in, c_noise = edm_preconditioning(sigma, self.sigma_data)
+            f = self._net(append_dims(c_in, x.ndim) * x, torch.exp(c_noise))
+            return append_dims(c_skip, x.ndim) * x + append_dims(c_out, x.ndim) * f.to(x.dtype)
         return x + append_dims(sigma, x.ndim) * self.scaled_score(x, sigma)
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
@@ -171,6 +221,27 @@ def vp_eps_loss(net, x0: torch.Tensor, generator: torch.Generator | None = None,
     eps = randn_like(x0, generator)
     x_t = torch.exp(0.5 * log_ab) * x0 + torch.sqrt(-torch.expm1(log_ab)) * eps
     return _per_sample_mean(net(x_t, sigma) - eps), sigma
+
+
+def edm_loss(model: "ScoreModel", x0: torch.Tensor, generator: torch.Generator | None = None,
+             *, p_mean: float = -1.2, p_std: float = 1.2):
+    """EDM denoiser loss: ``ln sigma ~ N(p_mean, p_std^2)``, ``x = x0 + sigma z``,
+    loss ``= lambda(sigma) mean_elements (D(x, sigma) - x0)^2`` with
+    ``lambda = (sigma^2 + sd^2) / (sigma sd)^2`` (unit effective weight on the network output).
+
+    ``model`` is a :class:`ScoreModel` with parametrisation ``"edm"`` (its ``sigma_data``).
+    Returns ``(loss (batch,), sigma (batch,))``.
+    """
+    if getattr(model, "parametrisation", None) != "edm":
+        raise InputError("edm_loss needs a ScoreModel with parametrisation 'edm'")
+    real = x0.real.dtype if x0.is_complex() else x0.dtype
+    n = torch.randn(x0.shape[0], generator=generator, device=x0.device, dtype=real)
+    sigma = torch.exp(p_mean + p_std * n)
+    z = randn_like(x0, generator)
+    d = model.denoise(x0 + append_dims(sigma, x0.ndim) * z, sigma)
+    sd = model.sigma_data
+    weight = (sigma * sigma + sd * sd) / (sigma * sd) ** 2
+    return weight * _per_sample_mean(d - x0), sigma
 
 
 @torch.no_grad()

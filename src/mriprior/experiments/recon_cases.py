@@ -22,13 +22,16 @@ import torch
 
 from mriprior.errors import InputError
 from mriprior.io.cfl import BartLayout, read_cfl
+from mriprior.metrics import evaluate
 from mriprior.physics.espirit import espirit
 from mriprior.physics.fft import fft2c
 from mriprior.physics.masks import poisson_disc, variable_density_1d
 from mriprior.physics.phantom import birdcage_maps
 from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
+from mriprior.recon.posterior import interval_radius
 
-__all__ = ["PATTERNS", "make_mask", "simulated_case", "real_case", "pick_slices", "complex_lsq"]
+__all__ = ["PATTERNS", "make_mask", "simulated_case", "real_case", "pick_slices", "complex_lsq",
+           "score", "uncertainty"]
 
 PATTERNS = {"poisson": "Poisson-disc R~8, calib 20x20", "1d": "1D VD R=5, 30 ACS lines"}
 
@@ -39,16 +42,21 @@ def make_mask(kind, shape, seed):
     return variable_density_1d(shape, 5.0, acs_lines=30, seed=seed)
 
 
-def simulated_case(img: torch.Tensor, kind: str, seed: int):
-    """img (y, x) complex -> dict(ksp (1,c,y,x), maps (1,c,y,x), ref (1,y,x), mask, accel)."""
+def simulated_case(img: torch.Tensor, kind: str, seed: int, device=None):
+    """img (y, x) complex -> dict(ksp (1,c,y,x), maps (1,c,y,x), ref (1,y,x), mask, accel).
+
+    The acquisition (coils, noise, mask) is drawn on the CPU, so a case is the same on every
+    machine; with ``device`` the data are moved there and ESPIRiT runs there."""
     n = img.shape
-    ref = img.to(torch.complex64)[None]
+    ref = img.cpu().to(torch.complex64)[None]
     true_maps = birdcage_maps(8, n, normalize="rss")[None]
     g = torch.Generator().manual_seed(seed)
     sigma = snr_to_sigma(fft2c(true_maps * ref[:, None]), 40.0)
     mask = make_mask(kind, n, seed)
     ksp = simulate_multicoil(ref, true_maps, noise_cov=float(sigma[0]),
                              mask=mask.tensor(), generator=g)
+    if device is not None:
+        ksp, ref, true_maps = ksp.to(device), ref.to(device), true_maps.to(device)
     maps = espirit(ksp, calib=20, maps=1)[:, 0]
     # The reference in the ESPIRiT maps' gauge: ESPIRiT maps carry an arbitrary smooth phase
     # relative to the true coils, so complex errors (uncertainty checks) must be taken against
@@ -57,16 +65,19 @@ def simulated_case(img: torch.Tensor, kind: str, seed: int):
     ref_g = torch.where(den > 0, (maps.conj() * true_maps * ref[:, None]).sum(1)
                         / den.clamp_min(1e-12), torch.zeros_like(ref))
     return {"ksp": ksp, "maps": maps, "ref": ref, "ref_complex": ref_g,
-            "mask": mask.tensor()[None, None], "accel": mask.accel, "scale": "none"}
+            "mask": mask.tensor()[None, None].to(ksp.device), "accel": mask.accel,
+            "scale": "none"}
 
 
-def real_case(path):
+def real_case(path, device=None):
     k = read_cfl(os.path.join(path, "ksp"))
     layout = BartLayout.from_dims(k.shape, name="ksp")
     ksp = torch.from_numpy(np.ascontiguousarray(layout.to_torch(k, max_dim=3)))[None]
     img = read_cfl(os.path.join(path, "img"))
     ref = torch.from_numpy(np.ascontiguousarray(layout.to_torch(img, max_dim=4)))
     ref = ref.reshape(-1, *ref.shape[-2:])[:1]  # map 0 -> (1, y, x)
+    if device is not None:
+        ksp, ref = ksp.to(device), ref.to(device)
     mask = (ksp.abs().sum(1, keepdim=True) > 0).float()
     maps = espirit(ksp, calib=20, maps=1)[:, 0]
     return {"ksp": ksp, "maps": maps, "ref": ref.to(torch.complex64), "mask": mask,
@@ -91,3 +102,35 @@ def pick_slices(ds, split, n):
         lo, hi = 0, len(idx)
     pos = np.linspace(lo, hi - 1, n).round().astype(int)
     return [idx[p] for p in pos]
+
+
+def score(case, img) -> dict:
+    """PSNR / SSIM / NMSE of ``img`` against the case's reference (its scaling rule)."""
+    r = evaluate(case["ref"], img, scale=case["scale"])
+    return {"psnr": r["psnr"], "ssim": r["ssim"], "nmse": r["nmse"]}
+
+
+def uncertainty(case, r):
+    """Spearman(std, |error|) and the coverage of the 90 % credible region inside the object.
+
+    Simulated cases: complex error against the reference in the estimated maps' gauge, 90 %
+    credible disc of a circular complex Gaussian. Real slice: its reference comes from BART's
+    ESPIRiT maps, whose smooth phase gauge differs from ours, so a complex error would measure
+    the gauge; use magnitudes there: error ``| |a mmse| - |ref| |`` (``a`` the least-squares
+    factor), std over the chains of ``|a sample|``, 90 % interval ``1.645 std``."""
+    from scipy.stats import spearmanr
+
+    ref = case.get("ref_complex", case["ref"])
+    if case["scale"] == "none":
+        err, s = (r.mmse - ref).abs(), r.std
+        radius = interval_radius(s, 0.9)
+    else:
+        a = complex_lsq(ref, r.mmse)
+        err = (abs(a) * r.mmse.abs() - ref.abs()).abs()
+        s = abs(a) * r.samples.abs().std(1, unbiased=True)
+        radius = 1.6449 * s
+    inside = ref.abs() > 0.1 * ref.abs().max()
+    rho = float(spearmanr(s[inside].cpu().numpy().ravel(), err[inside].cpu().numpy().ravel())[0])
+    cover = float((err[inside] <= radius[inside]).float().mean())
+    return {"spearman_std_err": rho, "coverage90": cover,
+            "error": "complex" if case["scale"] == "none" else "magnitude"}

@@ -7,10 +7,12 @@ and default; ``model`` is checked by building the network)::
                 or {preset: pixelcnn-cpu, ...}     or  {type: pixelcnn, filters, n_resnet, ...}
     data:       {path, split, crop, channels: complex|magnitude, flips, num_workers}
     diffusion:  {type: ve, sigma_min, sigma_max, t_eps}  or  {type: vp, beta_min, beta_max, t_eps}
+                or {type: edm, sigma_data, p_mean, p_std, sigma_min, sigma_max} (denoiser
+                preconditioning of Karras et al. 2022; sigma_min / sigma_max: the sampling range)
                 or {type: none} (the only choice for, and the default of, a pixelcnn model)
     optim:      {lr, betas, eps, weight_decay, grad_clip, warmup_steps, schedule, min_lr}
-    train:      {batch_size, steps, save_every, keep_last, ema_decay, seed, log_every, output,
-                 amp, device}
+    train:      {batch_size, steps, save_every, keep_last, ema_decay, ema_ramp, seed, log_every,
+                 output, amp, device}
     heldout:    {every, n_images, sigmas, split, sample_grid}
                 sample_grid: null (off) or {n, size, steps}: EMA samples written to TensorBoard
 
@@ -88,13 +90,17 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "num_workers": Field(int, 2, check=_at_least(0)),
     },
     "diffusion": {
-        "type": Field(("ve", "vp", "none"), "ve",
+        "type": Field(("ve", "vp", "edm", "none"), "ve",
                       doc="none: no diffusion (pixelcnn models); default for pixelcnn"),
-        "sigma_min": Field(float, 0.01, check=_positive, doc="ve only"),
-        "sigma_max": Field(float, 1.0, check=_positive, doc="ve only"),
+        "sigma_min": Field(float, 0.01, check=_positive, doc="ve, edm"),
+        "sigma_max": Field(float, 1.0, check=_positive, doc="ve, edm"),
         "beta_min": Field(float, 0.1, check=_positive, doc="vp only"),
         "beta_max": Field(float, 20.0, check=_positive, doc="vp only"),
-        "t_eps": Field(float, 1e-5, check=_unit_interval_open),
+        "t_eps": Field(float, 1e-5, check=_unit_interval_open, doc="ve, vp"),
+        "sigma_data": Field(float, 0.2, check=_positive,
+                            doc="edm: std of the data (per real component)"),
+        "p_mean": Field(float, -2.0, doc="edm: mean of ln sigma in training"),
+        "p_std": Field(float, 1.2, check=_positive, doc="edm: std of ln sigma in training"),
     },
     "optim": {
         "lr": Field(float, 2e-4, check=_positive),
@@ -114,6 +120,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "save_every": Field(int, 1000, check=_at_least(1)),
         "keep_last": Field(int, 3, check=_at_least(1)),
         "ema_decay": Field(float, 0.999, check=_unit_interval_open),
+        "ema_ramp": Field(bool, False, doc="EMA decay min(ema_decay, (1 + n) / (10 + n)) after "
+                                          "n updates (short runs)"),
         "seed": Field(int, 0, check=_at_least(0)),
         "log_every": Field(int, 10, check=_at_least(1)),
         "output": Field(str, doc="run folder (relative: to the config file)"),
@@ -134,7 +142,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
 }
 SECTIONS = ("model",) + tuple(SCHEMA)
 REQUIRED_SECTIONS = ("model", "data", "train")
-_DIFFUSION_KEYS = {"ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max")}
+# Keys of each diffusion type (the first two: a range that must be increasing).
+_DIFFUSION_KEYS = {"ve": ("sigma_min", "sigma_max", "t_eps"),
+                   "vp": ("beta_min", "beta_max", "t_eps"),
+                   "edm": ("sigma_min", "sigma_max", "sigma_data", "p_mean", "p_std")}
 # heldout.sample_grid: key -> (default, minimum). steps: noise levels (diffusion priors only).
 _SAMPLE_GRID = {"n": (4, 1), "size": (64, 1), "steps": (50, 1)}
 
@@ -316,12 +327,12 @@ def validate_config(raw: Any, base_dir=".") -> dict:
                 raise InputError(f"diffusion.{key}: not used by diffusion type 'none'")
         out["diffusion"] = {"type": "none"}
     else:
-        other = "vp" if d["type"] == "ve" else "ve"
-        for key in _DIFFUSION_KEYS[other]:
+        own = _DIFFUSION_KEYS[d["type"]]
+        for key in [k for k in d if k != "type" and k not in own]:
             if key in given:
                 raise InputError(f"diffusion.{key}: not used by diffusion type {d['type']!r}")
             del d[key]
-        lo, hi = _DIFFUSION_KEYS[d["type"]]
+        lo, hi = own[:2]
         if not d[lo] < d[hi]:
             raise InputError(f"diffusion.{lo}: must be < diffusion.{hi} ({d[lo]} >= {d[hi]})")
     if out["optim"]["min_lr"] > out["optim"]["lr"]:
@@ -363,7 +374,8 @@ def _by_model_type(out: dict, raw: Mapping) -> None:
     else:
         if out["diffusion"]["type"] == "none":
             raise InputError(f"diffusion.type: 'none' is only for likelihood models (model.type "
-                             f"pixelcnn); a {model['type']} score network needs 've' or 'vp'")
+                             f"pixelcnn); a {model['type']} score network needs 've', 'vp' or "
+                             "'edm'")
         multiple = 2 ** (len(model.get("channel_mults", [1])) - 1)
     if grid is not None and (grid["size"][0] % multiple or grid["size"][1] % multiple):
         raise InputError(f"heldout.sample_grid.size: {grid['size']} is not divisible by "

@@ -5,9 +5,11 @@ The sidecar says everything needed to rebuild and use the prior::
     {"format": "mriprior-prior", "version": 1,
      "prior_type": "diffusion",          (absent in older sidecars: means "diffusion")
      "network": {...network_from_config mapping...},
-     "parametrisation": "score" | "eps",
+     "parametrisation": "score" | "eps" | "edm",
      "diffusion": {"type": "ve", "sigma_min": .., "sigma_max": ..}
-                | {"type": "vp", "beta_min": .., "beta_max": ..},
+                | {"type": "vp", "beta_min": .., "beta_max": ..}
+                | {"type": "edm", "sigma_data": .., "p_mean": .., "p_std": ..,
+                   "sigma_min": .., "sigma_max": ..},
      "data": {"channels": "complex" | "magnitude", "normalisation": "max", ...},
      "dataset_manifest_sha256": "...", "git_revision": "...", "config": {...the run's config...},
      "created_by": "mriprior x.y.z", "step": N, "ema": true}

@@ -55,11 +55,11 @@ def sample_prior(net: torch.nn.Module, meta: dict, n: int = 16, size=(128, 128),
     if h % mult or w % mult:
         raise InputError(f"size {h} x {w} is not divisible by {mult} (the network's levels)")
     channels = net.config.get("in_channels", 2) if hasattr(net, "config") else 2
-    model = ScoreModel(net.to(device).eval(), meta["parametrisation"])
+    model = ScoreModel.from_meta(net.to(device).eval(), meta)
     diff = meta["diffusion"]
     g = torch.Generator(device=device).manual_seed(seed)
     shape = torch.zeros(n, channels, h, w, device=device)
-    if diff["type"] == "ve":
+    if diff["type"] in ("ve", "edm"):
         sigmas = ve_sigmas(steps, diff["sigma_min"], diff["sigma_max"])
         x = float(sigmas[0]) * randn_like(shape, g)
     elif diff["type"] == "vp":
@@ -73,7 +73,7 @@ def sample_prior(net: torch.nn.Module, meta: dict, n: int = 16, size=(128, 128),
 
     with torch.no_grad():
         if sampler == "ancestral":
-            run = ancestral_ve if diff["type"] == "ve" else ancestral_vp
+            run = ancestral_vp if diff["type"] == "vp" else ancestral_ve
             return run(score, x, sigmas, generator=g, callback=callback)
         if sampler == "pc":
             return predictor_corrector(score, x, sigmas, generator=g, callback=callback)

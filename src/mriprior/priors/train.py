@@ -2,7 +2,7 @@
 
 ``train(config, resume=False)`` trains the network of a validated config
 (:mod:`mriprior.priors.config`): a score network with the VE DSM loss (parametrisation
-``"score"``) or the VP eps loss (``"eps"``), or a PixelCNN++ (``model.type: pixelcnn``,
+``"score"``), the VP eps loss (``"eps"``) or the EDM denoiser loss (``"edm"``), or a PixelCNN++ (``model.type: pixelcnn``,
 parametrisation ``"nll"``) by maximum likelihood (loss: the discretised logistic mixture NLL in
 bits/dim). AdamW, linear warm-up then cosine decay to ``min_lr``, global gradient-norm clipping,
 EMA of the weights, mixed precision on CUDA (bf16, or fp16 with a grad scaler).
@@ -61,7 +61,8 @@ from tqdm import tqdm
 
 from mriprior.data.dataset import open_dataset
 from mriprior.data.loader import LoaderState, SliceDataset, make_loader
-from mriprior.diffusion import EMA, ScoreModel, heldout_dsm_loss, ve_dsm_loss, vp_eps_loss
+from mriprior.diffusion import (EMA, ScoreModel, edm_loss, heldout_dsm_loss, ve_dsm_loss,
+                                vp_eps_loss)
 from mriprior.errors import InputError
 from mriprior.priors.export import save_prior
 from mriprior.priors.networks import network_from_config
@@ -384,7 +385,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
     # -- model, EMA, optimiser -------------------------------------------------------------------
     torch.manual_seed(seed)  # identical initialisation on every rank
     net = network_from_config(cfg["model"]).to(device)
-    ema = EMA(net, tcfg["ema_decay"])
+    ema = EMA(net, tcfg["ema_decay"], ramp=tcfg["ema_ramp"])
     decay_params = [p for n, p in net.named_parameters() if p.ndim > 1]
     other_params = [p for n, p in net.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
@@ -428,7 +429,9 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         cond = x0.square().sum(1, keepdim=True).sqrt()  # (B, 1, H, W) from (re, im)
         return lambda v, sigma: model(v, sigma, cond)
 
-    parametrisation = "nll" if is_pixelcnn else "score" if diff["type"] == "ve" else "eps"
+    parametrisation = ("nll" if is_pixelcnn else
+                       {"ve": "score", "vp": "eps", "edm": "edm"}[diff["type"]])
+    sigma_data = diff.get("sigma_data")
     if is_pixelcnn:
         def loss_fn(x0):  # NLL in bits/dim per image (mean over elements, like the DSM losses)
             xn = to_network_scale(x0, in_channels)
@@ -438,6 +441,10 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         def loss_fn(x0):
             return ve_dsm_loss(with_cond(x0), x0, noise_gen, sigma_min=diff["sigma_min"],
                                sigma_max=diff["sigma_max"], t_eps=diff["t_eps"])
+    elif diff["type"] == "edm":
+        def loss_fn(x0):
+            denoiser = ScoreModel(with_cond(x0), "edm", sigma_data=sigma_data)
+            return edm_loss(denoiser, x0, noise_gen, p_mean=diff["p_mean"], p_std=diff["p_std"])
     else:
         def loss_fn(x0):
             return vp_eps_loss(with_cond(x0), x0, noise_gen, beta_min=diff["beta_min"],
@@ -505,7 +512,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
                 result = {"nll_bpd": float(torch.cat(bpd).mean())}
             else:
                 cond = (heldout_x.square().sum(1, keepdim=True).sqrt() if is_cond else None)
-                score = ScoreModel(net, parametrisation, cond=cond)
+                score = ScoreModel(net, parametrisation, cond=cond, sigma_data=sigma_data)
                 losses = heldout_dsm_loss(score.scaled_score, heldout_x, hcfg["sigmas"],
                                           seed=seed)
                 result = {f"{s:g}": float(v) for s, v in zip(hcfg["sigmas"], losses)}

@@ -91,13 +91,13 @@ class DiffusionPrior(ImagePrior):
         super().__init__()
         from mriprior.diffusion.losses import ScoreModel
 
-        if meta.get("parametrisation") not in ("score", "eps"):
+        if meta.get("parametrisation") not in ("score", "eps", "edm"):
             raise InputError(f"prior parametrisation {meta.get('parametrisation')!r} is not a "
                              "diffusion prior")
-        self.model = ScoreModel(net.eval(), meta["parametrisation"])
+        self.model = ScoreModel.from_meta(net.eval(), meta)
         self.meta = meta
         diff = meta["diffusion"]
-        if diff["type"] == "ve":
+        if diff["type"] in ("ve", "edm"):
             self.sigma_min, self.sigma_max = float(diff["sigma_min"]), float(diff["sigma_max"])
         else:  # VP in the VE-like form: sigma(t) over t in [1e-3, 1]
             from mriprior.diffusion.schedules import vp_sigma
@@ -154,7 +154,8 @@ class DiffusionPrior(ImagePrior):
         step = self.max_batch or v.shape[0]
         for i in range(0, v.shape[0], step):
             model = (self.model if cond is None else
-                     ScoreModel(self.model.net, self.model.parametrisation, cond[i:i + step]))
+                     ScoreModel(self.model.net, self.model.parametrisation, cond[i:i + step],
+                                sigma_data=self.model.sigma_data))
             out.append(model.score(v[i:i + step], sigma))
         s = torch.cat(out)
         if ph or pw:

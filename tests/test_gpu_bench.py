@@ -1,0 +1,148 @@
+"""The GPU device run (`bench/gpu/pack.py` + `bench/gpu/run.py`) on a tiny pack, on the CPU:
+the same code path as the device call, so that call is never the script's first run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mriprior.data.dataset import DatasetWriter
+from mriprior.data.simulate import simulate_dataset
+from mriprior.errors import InputError
+from mriprior.io.cfl import write_cfl
+from mriprior.physics.fft import fft2c
+from mriprior.physics.phantom import birdcage_maps, shepp_logan
+from mriprior.recon.priors import load_image_prior
+
+REPO = Path(__file__).resolve().parents[1]
+N = 64
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"gpu_{name}", REPO / "bench" / "gpu" /
+                                                  f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # worker processes find its functions by module name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gpupack")
+    base = shepp_logan(N).abs().numpy()
+    yy, xx = np.mgrid[:N, :N] / N
+    splits = ["train"] * 6 + ["val"] * 2 + ["test"] * 4
+    with DatasetWriter(d / "open", "magnitude", (N, N), options={"normalize": "max"}) as w:
+        for i, split in enumerate(splits):
+            img = base * (0.6 + 0.4 * np.cos(2 * np.pi * (i + 1) * xx / 7)) + 0.01 * yy
+            w.add((img / img.max()).astype(np.float32),
+                  {"source": f"s{i}", "subject": f"p{split}", "index": i, "split": split})
+    simulate_dataset(d / "open", d / "complex", seed=0)
+    clin = d / "clinical" / "glioma"
+    clin.mkdir(parents=True)
+    for i, (h, w_) in enumerate([(50, 70), (64, 64), (80, 40)]):
+        a = np.clip(np.random.default_rng(i).normal(120, 40, (h, w_)), 0, 255).astype(np.uint8)
+        Image.fromarray(a).save(clin / f"c{i}.jpg", quality=90)
+    img = torch.from_numpy(base).to(torch.complex64) * torch.exp(0.4j * torch.from_numpy(xx))
+    maps = birdcage_maps(8, (N, N), normalize="rss")
+    ksp = fft2c(maps * img.to(torch.complex64))
+    mask = torch.zeros(N, N)
+    mask[::3] = 1
+    mask[N // 2 - 12: N // 2 + 12] = 1
+    real = d / "real"
+    real.mkdir()
+    write_cfl(real / "ksp", (ksp * mask).numpy().transpose(2, 1, 0)[:, :, None, :])
+    write_cfl(real / "img", img.numpy().T[:, :, None, None, None])
+    return d
+
+
+def test_pack_contents_and_guards(sources, tmp_path):
+    pack = _load("pack")
+    info = pack.pack(sources / "open", sources / "complex", tmp_path / "p",
+                     clinical=sources / "clinical", clinical_n=2, real=sources / "real",
+                     n_val=1, n_test=2, log=lambda m: None)
+    z = np.load(tmp_path / "p" / "pack.npz", allow_pickle=False)
+    assert len(z["open_offsets"]) == 7 and z["open_offsets"][-1] == len(z["open_jpeg"])
+    assert len(z["clinical_offsets"]) == 3  # 2 of the 3 files, byte for byte
+    assert z["val"].shape == (1, N, N) and z["test"].shape == (2, N, N)
+    assert z["val"].dtype == np.complex64
+    assert info["clinical"]["files"] == 2 and (tmp_path / "p" / "real" / "ksp.cfl").is_file()
+    # open slices round-trip through JPEG q95 to about one 8-bit level
+    run = _load("run")
+    first = run._decode(z["open_jpeg"][z["open_offsets"][0]:z["open_offsets"][1]].tobytes())
+    from mriprior.data.dataset import open_dataset
+    ref = np.asarray(open_dataset(sources / "open")[0])
+    assert first.shape == (N, N) and np.abs(first - ref).mean() < 0.01
+    # a folder that is not a pack is never replaced
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a pack"):
+        pack.pack(sources / "open", sources / "complex", other, n_val=1, n_test=2,
+                  log=lambda m: None)
+    assert (other / "keep.txt").read_text() == "mine"
+    with pytest.raises(InputError, match="complex version"):
+        pack.pack(sources / "open", sources / "open", tmp_path / "q", n_val=1, n_test=2,
+                  log=lambda m: None)
+
+
+def test_dry_run_same_code_path(sources, tmp_path):
+    pack, run = _load("pack"), _load("run")
+    pack.pack(sources / "open", sources / "complex", tmp_path / "p",
+              clinical=sources / "clinical", clinical_n=3, real=sources / "real", n_val=1,
+              n_test=2, log=lambda m: None)
+    out = tmp_path / "out"
+    status = run.main(["--pack", str(tmp_path / "p"), "--out", str(out), "--dry-run",
+                       "--budget", "100000", "--workers", "2", "--patterns", "poisson"])
+    assert status == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"prior-edm-gpu.safetensors", "prior-edm-gpu.json", "train_log.jsonl",
+            "results.json", "samples.png", "run.log"} <= names
+    assert not [n for n in names if n.startswith(".")]  # no temporary files left
+    res = json.loads((out / "results.json").read_text())
+    assert "errors" not in res and "error" not in res
+    assert res["data"]["open_slices"] == 6 and res["data"]["clinical_slices"] == 3
+    assert res["data"]["sigma_data"] > 0
+    assert res["training"]["steps"] == 3 and res["training"]["images"] == 6
+    # every case ran: 2 test slices + the real slice (1D R 5 needs more than 64 lines; its
+    # cases differ only in the mask), both priors, all methods
+    assert len(res["cases"]) == 3 and res["skipped_cases"] == 0
+    methods = set(res["cases"][0]["methods"])
+    assert {"zero-filled", "L1-wavelet", "gpu-edm PICS", "gpu-edm fast MMSE",
+            "cpu-ve (bundled) PICS", "cpu-ve (bundled) fast MMSE"} == methods
+    assert set(res["summary"]) == {"poisson", "real"}
+    assert set(res["heldout_dsm"]) == {"gpu-edm", "cpu-ve (bundled)"}
+    assert set(res["tuning"]["poisson"]) >= {"l1", "gpu-edm", "cpu-ve (bundled)"}
+    assert len(res["gpu_timings"]) == 3
+    # the exported prior is a usable EDM prior through the common interface
+    prior = load_image_prior(out / "prior-edm-gpu")
+    assert prior.meta["parametrisation"] == "edm" and prior.meta["weights_dtype"] == "float16"
+    assert prior.meta["training"]["steps"] == 3
+    x = torch.randn(1, N, N, dtype=torch.complex64)
+    assert torch.isfinite(prior.score(x, 0.1)).all()
+    from safetensors.torch import load_file
+    state = load_file(str(out / "prior-edm-gpu.safetensors"))
+    assert state["fourier.freqs"].dtype == torch.float32  # buffers keep full precision
+    assert state["conv_in.weight"].dtype == torch.float16
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log and log[-1]["step"] == 3
+
+
+def test_augment_is_a_dihedral_map_with_a_global_phase():
+    run = _load("run")
+    x = torch.randn(6, 2, 8, 8)
+    y = run.augment(x, torch.Generator().manual_seed(0))
+    mag_x = torch.hypot(x[:, 0], x[:, 1])
+    mag_y = torch.hypot(y[:, 0], y[:, 1])
+    for i in range(6):  # magnitude: one of the 8 dihedral images; |x| values preserved
+        cands = [mag_x[i], mag_x[i].flip(-1), mag_x[i].flip(-2), mag_x[i].flip(-1).flip(-2)]
+        cands += [c.transpose(-1, -2) for c in cands]
+        assert any(torch.allclose(mag_y[i], c, atol=1e-5) for c in cands)
