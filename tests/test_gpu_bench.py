@@ -134,6 +134,20 @@ def test_dry_run_same_code_path(sources, tmp_path):
     assert state["conv_in.weight"].dtype == torch.float16
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log and log[-1]["step"] == 3
+    # a second, evaluation-only call on the exported prior gives the same held-out numbers
+    out2 = tmp_path / "eval"
+    status = run.main(["--pack", str(tmp_path / "p"), "--out", str(out2), "--dry-run",
+                       "--budget", "100000", "--patterns", "poisson",
+                       "--prior", str(out / "prior-edm-gpu")])
+    assert status == 0
+    res2 = json.loads((out2 / "results.json").read_text())
+    assert res2["heldout_dsm"] == res["heldout_dsm"]
+    assert res2["summary"] == res["summary"] and "training" not in res2
+    # the docs writer merges the two calls' records
+    report = _load("report")
+    text = report.section(report.merge([out / "results.json", out2 / "results.json"]), "`cmd`")
+    assert "images/s" in text and "| simulated, Poisson-disc R 8 (n=2) | L1-wavelet |" in text
+    assert "Command: `cmd`" in text
 
 
 def test_augment_is_a_dihedral_map_with_a_global_phase():

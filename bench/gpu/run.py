@@ -14,8 +14,8 @@ Stages (each prints as it goes; stdout is what comes back if the call is cut off
 2. **train** (the rest of the budget minus ``--eval-seconds``): EDM denoiser loss
    (:func:`mriprior.diffusion.edm_loss`), AdamW, warm-up then cosine decay over the *wall*
    budget, bf16 autocast on CUDA, EMA with ramp-up, random dihedral flips / 90-degree rotations
-   and a random global phase (MR images have no absolute phase) per image. The memory layout
-   (channels-last or not) is chosen by a short timed probe on CUDA. The EMA prior is exported
+   and a random global phase (MR images have no absolute phase) per image (NCHW layout: on the
+   H200 it beat channels-last, see ``--channels-last probe``). The EMA prior is exported
    to ``--out`` every ``--export-every`` seconds, so a call cut off at its limit still returns a
    usable prior.
 3. **gpu timings**: posterior sampling (4 chains x 20 NFE) on a 256 x 256 x 8 slice, l1-wavelet
@@ -28,6 +28,9 @@ Stages (each prints as it goes; stdout is what comes back if the call is cut off
 
 Writes to ``--out``: ``prior-edm-gpu.safetensors`` + ``.json`` (fp16 weights, sidecar naming
 this run), ``train_log.jsonl``, ``results.json`` (every number), ``samples.png``, ``run.log``.
+
+``--prior NAME``: skip data and training and evaluate an exported prior (a second, shorter
+call when the first one's evaluation failed; docs/gpu.md).
 
 ``--dry-run``: the same code path on the CPU with a tiny network and few steps (the test
 suite runs it on a tiny pack, so the device call is never the first run of this script).
@@ -307,7 +310,11 @@ def train_prior(data: dict, cfg, device, run: Run) -> dict:
                      "pack": data["stats"]["pack"].get("open", {}).get("manifest_sha256")},
         "ema": True, "weights_dtype": "float16",
     }
-    channels_last = _probe_layout(loss_step, net, device, run)
+    if cfg.channels_last == "probe":
+        channels_last = _probe_layout(loss_step, net, device, run)
+    else:
+        channels_last = cfg.channels_last == "on" and device.type == "cuda"
+        net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     log_path = run.out / "train_log.jsonl"
     log_f = open(log_path, "w")
     t_start = time.perf_counter()
@@ -456,9 +463,11 @@ def summarise(cases: list[dict]) -> dict:
 
 def evaluate_priors(data, trained, cfg, device, run: Run) -> None:
     res = run.results
-    with torch.no_grad():
-        trained["ema"].copy_to(trained["net"])  # sample the EMA weights
-    new = load_image_prior(run.out / PRIOR_NAME, device=device)  # evaluate the file we ship
+    if trained.get("ema") is not None:
+        with torch.no_grad():
+            trained["ema"].copy_to(trained["net"])  # sample the EMA weights
+    # evaluate the file we ship
+    new = load_image_prior(trained.get("path", run.out / PRIOR_NAME), device=device)
     priors = {"gpu-edm": new}
     if BUNDLED.with_suffix(".json").is_file():
         priors["cpu-ve (bundled)"] = load_image_prior(BUNDLED, device=device)
@@ -555,6 +564,9 @@ def parse(argv=None):
                    help="56: 6.9 M parameters, fp16 weights 13 MiB (< the 16 MiB a file "
                         "may have to come back)")
     p.add_argument("--net", default=None, help="JSON overrides of the network config")
+    p.add_argument("--channels-last", choices=["off", "on", "probe"], default="off",
+                   help="memory layout on CUDA; probe: time both (costs ~30 s of cuDNN "
+                        "autotuning; on the H200 NCHW won, 269 vs 351 ms/step)")
     p.add_argument("--phase-seconds", type=float, default=90.0,
                    help="cap on the phase simulation; slices not reached by then are left out")
     p.add_argument("--export-every", type=float, default=60.0)
@@ -572,6 +584,8 @@ def parse(argv=None):
     p.add_argument("--start-grid", default="0.1,0.3,1.0")
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--sample-steps", type=int, default=200)
+    p.add_argument("--prior", default=None, help="skip data and training: evaluate this "
+                   "exported prior (NAME of NAME.safetensors + NAME.json)")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU, tiny network, 3 steps, small grids: the same code path")
     cfg = p.parse_args(argv)
@@ -614,7 +628,18 @@ def main(argv=None) -> int:
     run.log(f"bench/gpu/run.py on {device} (torch {env['torch']}, {env['cpu_cores']} cores), "
             f"budget {cfg.budget:.0f} s -> {out}")
     status = 0
-    try:
+    if cfg.prior:  # evaluation of an exported prior only (a second, shorter call)
+        env["gpu"] = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+        from mriprior.priors.export import load_prior
+        z = np.load(pack_dir / "pack.npz", allow_pickle=False)
+        data = {"val": torch.from_numpy(z["val"]), "test": torch.from_numpy(z["test"]),
+                "val_index": z["val_index"].tolist(), "test_index": z["test_index"].tolist()}
+        net, meta = load_prior(cfg.prior, device=device)
+        trained = {"net": net.float(), "meta": meta, "ema": None, "path": cfg.prior}
+        run.results["data"] = {"shape": list(data["val"].shape[-2:])}
+        run.results["prior"] = {"path": cfg.prior, "training": meta.get("training")}
+    else:
+      try:
         data = build_data(pack_dir, device, cfg.seed, cfg.workers, run, cfg.phase_seconds)
         env["gpu"] = torch.cuda.get_device_name(device) if device.type == "cuda" else None
         run.log(f"device: {env['gpu'] or 'CPU'}")
@@ -626,7 +651,7 @@ def main(argv=None) -> int:
         del data["x"]
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    except Exception:  # nothing to evaluate without a prior
+      except Exception:  # nothing to evaluate without a prior
         run.log("FAILED before a prior existed:\n" + traceback.format_exc())
         run.results["error"] = traceback.format_exc()
         run.save()

@@ -208,9 +208,24 @@ def principal_component(cal: torch.Tensor) -> torch.Tensor:
     return u.to(torch.complex64)
 
 
+def _eigh(g: torch.Tensor):
+    """``torch.linalg.eigh``; on CUDA, where cuSOLVER's batched solver can fail on the
+    (y * x) small coil matrices (seen: CUSOLVER_STATUS_INTERNAL_ERROR on an H200, torch 2.11),
+    the same decomposition on the CPU."""
+    if g.device.type == "cuda":
+        try:
+            return torch.linalg.eigh(g)
+        except RuntimeError as e:
+            warnings.warn(f"ESPIRiT: cuSOLVER's batched eigh failed ({str(e)[:60]}...); "
+                          "the eigendecomposition runs on the CPU")
+            evals, evecs = torch.linalg.eigh(g.cpu())
+            return evals.to(g.device), evecs.to(g.device)
+    return torch.linalg.eigh(g)
+
+
 def _top_eigenvectors(g: torch.Tensor, maps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``maps`` eigenpairs of Hermitian ``(..., c, c)``: vectors ``(..., maps, c)``, values."""
-    evals, evecs = torch.linalg.eigh(g)
+    evals, evecs = _eigh(g)
     evals = evals[..., -maps:].flip(-1)
     evecs = evecs[..., -maps:].flip(-1).mT  # (..., maps, c)
     return evecs, evals
