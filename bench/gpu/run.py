@@ -468,7 +468,7 @@ def evaluate_priors(data, trained, cfg, device, run: Run) -> None:
             trained["ema"].copy_to(trained["net"])  # sample the EMA weights
     # evaluate the file we ship
     new = load_image_prior(trained.get("path", run.out / PRIOR_NAME), device=device)
-    priors = {"gpu-edm": new}
+    priors = {cfg.name: new}
     if BUNDLED.with_suffix(".json").is_file():
         priors["cpu-ve (bundled)"] = load_image_prior(BUNDLED, device=device)
     # held-out denoising loss per sigma (VE DSM form, comparable across parametrisations)
@@ -586,6 +586,7 @@ def parse(argv=None):
     p.add_argument("--sample-steps", type=int, default=200)
     p.add_argument("--prior", default=None, help="skip data and training: evaluate this "
                    "exported prior (NAME of NAME.safetensors + NAME.json)")
+    p.add_argument("--name", default="gpu-edm", help="label of the evaluated prior in results")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU, tiny network, 3 steps, small grids: the same code path")
     cfg = p.parse_args(argv)
