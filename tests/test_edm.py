@@ -174,3 +174,50 @@ def test_tiny_edm_run_exports_a_usable_prior(tmp_path, dataset):  # noqa: F811
     den = prior.model.denoise(x, 0.1)
     assert torch.allclose(s, (den - x) / 0.01, atol=1e-3)
     assert torch.isfinite(prior.reg_grad(x)).all()
+
+
+# ----------------------------------------------------------------------------- sidecar checks
+def _saved_prior(tmp_path):
+    from mriprior.priors.export import save_prior
+    from mriprior.priors.networks import network_from_preset
+
+    torch.manual_seed(0)
+    net = network_from_preset("cpu-small", base_channels=8, channel_mults=[1, 2],
+                              attention_levels=[])
+    meta = {"network": net.config, "parametrisation": "edm",
+            "diffusion": {"type": "edm", "sigma_data": 0.3, "sigma_min": 0.01, "sigma_max": 1.0},
+            "data": {"channels": "complex"}}
+    save_prior(tmp_path / "p", net, meta)
+    return tmp_path / "p"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: [m], "expected a JSON object, got list"),
+    (lambda m: {**m, "diffusion": {**m["diffusion"], "type": "xx"}}, "diffusion.type 'xx'"),
+    (lambda m: {**m, "parametrisation": "score"}, "does not match diffusion.type 'edm'"),
+    (lambda m: {**m, "diffusion": {**m["diffusion"], "sigma_data": -1}},
+     "diffusion.sigma_data must be a positive number"),
+    (lambda m: {**m, "network": "unet"}, "'network' must be a mapping"),
+    # a sidecar asking for a huge network is refused from the file header, before allocation
+    (lambda m: {**m, "network": {**m["network"], "base_channels": 8192}},
+     "weights do not match the network"),
+])
+def test_sidecar_is_checked_before_building(tmp_path, edit, message):
+    path = _saved_prior(tmp_path)
+    side = path.with_suffix(".json")
+    side.write_text(json.dumps(edit(json.loads(side.read_text()))))
+    with pytest.raises(InputError, match=message) as e:
+        load_prior(path)
+    assert "p.json" in str(e.value) or "p.safetensors" in str(e.value)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = _saved_prior(tmp_path)
+    w = path.with_suffix(".safetensors")
+    state = load_file(str(w))
+    state["conv_in.weight"][0, 0, 0, 0] = float("nan")
+    save_file(state, str(w))
+    with pytest.raises(InputError, match="'conv_in.weight' holds NaN or Inf"):
+        load_prior(path)

@@ -29,6 +29,7 @@ An explicit-likelihood PixelCNN++ prior (:mod:`mriprior.priors.pixelcnn`) has in
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -50,18 +51,45 @@ PRIOR_TYPES = {
 _LIKELIHOODS = ("discretized_logistic_mixture",)
 
 
+# diffusion type -> the parametrisation its training loss produces
+_DIFFUSION_PARAMETRISATION = {"ve": "score", "vp": "eps", "edm": "edm"}
+
+
 def _check_meta(meta: dict, where: str) -> None:
     """Required keys per ``prior_type`` and their consistency; raises InputError naming them."""
+    if not isinstance(meta, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(meta).__name__}")
     kind = meta.get("prior_type", "diffusion")
     if kind not in PRIOR_TYPES:
         raise InputError(f"{where}: unknown prior_type {kind!r} (known: {sorted(PRIOR_TYPES)})")
     missing = [k for k in PRIOR_TYPES[kind] if k not in meta]
     if missing:
         raise InputError(f"{where}: missing key(s) {missing} for prior_type {kind!r}")
-    net_type = meta["network"].get("type") if isinstance(meta["network"], dict) else None
+    if not isinstance(meta["network"], dict):
+        raise InputError(f"{where}: 'network' must be a mapping, got "
+                         f"{type(meta['network']).__name__}")
+    net_type = meta["network"].get("type")
     if (net_type == "pixelcnn") != (kind == "pixelcnn") or (net_type == "pix2pix") != (kind == "gan"):
         raise InputError(f"{where}: prior_type {kind!r} does not match network type "
                          f"{net_type!r}")
+    if kind == "diffusion":
+        diff = meta["diffusion"]
+        dtype = diff.get("type") if isinstance(diff, dict) else None
+        if dtype not in _DIFFUSION_PARAMETRISATION:
+            raise InputError(f"{where}: diffusion.type {dtype!r} is not one of "
+                             f"{sorted(_DIFFUSION_PARAMETRISATION)}")
+        want = _DIFFUSION_PARAMETRISATION[dtype]
+        if meta["parametrisation"] != want:
+            raise InputError(f"{where}: parametrisation {meta['parametrisation']!r} does not "
+                             f"match diffusion.type {dtype!r} (trained as {want!r})")
+        keys = {"ve": ("sigma_min", "sigma_max"), "edm": ("sigma_min", "sigma_max",
+                                                          "sigma_data")}.get(dtype, ())
+        for k in keys:
+            v = diff.get(k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+                raise InputError(f"{where}: diffusion.{k} must be a positive number, got {v!r}")
+        if keys and not diff["sigma_min"] < diff["sigma_max"]:
+            raise InputError(f"{where}: diffusion.sigma_min must be < diffusion.sigma_max")
     if kind == "pixelcnn":
         if meta["parametrisation"] != "nll":
             raise InputError(f"{where}: parametrisation of a pixelcnn prior must be 'nll', got "
@@ -117,6 +145,10 @@ def read_sidecar(path) -> dict:
                          "NAME.json)") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{sidecar}: invalid JSON ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{sidecar}: unreadable prior sidecar ({e})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{sidecar}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise InputError(f"{sidecar}: not an mriprior prior (format {meta.get('format')!r}, "
                          f"version {meta.get('version')!r})")
@@ -126,20 +158,43 @@ def read_sidecar(path) -> dict:
 
 def load_prior(path, device=None) -> tuple[torch.nn.Module, dict]:
     """Rebuild the network from the sidecar and load the safetensors weights (strict)."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     from mriprior.priors.networks import network_from_config
 
-    weights, _ = _paths(path)
+    weights, sidecar = _paths(path)
     meta = read_sidecar(path)
-    net = network_from_config(meta["network"])
     try:
-        state = load_file(str(weights), device="cpu")
+        with safe_open(str(weights), framework="pt") as f:
+            header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except FileNotFoundError:
         raise InputError(f"{weights}: prior weights not found") from None
     except (SafetensorError, OSError) as e:
         raise InputError(f"{weights}: unreadable safetensors file ({e})") from None
+    # The architecture's shapes without allocating it (a sidecar could ask for any size), checked
+    # against the file's header before the network is built for real.
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape)
+                      for k, v in network_from_config(meta["network"]).state_dict().items()}
+    except (InputError, TypeError, ValueError) as e:
+        raise InputError(f"{sidecar}: network: {e}") from None
+    if shapes != header:
+        diff = sorted(set(shapes) ^ set(header)) or [
+            k for k in shapes if shapes[k] != header[k]]
+        k = diff[0]
+        raise InputError(f"{weights}: weights do not match the network in {sidecar.name} "
+                         f"(tensor {k!r}: file {header.get(k)}, network {shapes.get(k)}; "
+                         f"{len(diff)} tensor(s) differ)")
+    net = network_from_config(meta["network"])
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise InputError(f"{weights}: unreadable safetensors file ({e})") from None
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise InputError(f"{weights}: tensor {k!r} holds NaN or Inf values")
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
