@@ -90,3 +90,40 @@ def test_errors_are_one_line(case, capsys, tmp_path):
     assert "coils" in capsys.readouterr().err
     assert _run(case, "--scaling", "-1", str(tmp_path / "o")) == 2
     assert not (tmp_path / "o.cfl").exists()
+
+
+def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsys):
+    """Settings tuned for a prior (its sidecar's recon_defaults) fill in what the command line
+    leaves out; given options win; the values used are printed."""
+    import shutil
+
+    from mriprior.errors import InputError
+    from mriprior.priors.export import set_recon_defaults
+
+    for ext in (".safetensors", ".json"):
+        shutil.copy(case / f"prior{ext}", tmp_path / f"tuned{ext}")
+    set_recon_defaults(tmp_path / "tuned", {"fast": {"sigma_start": 0.3, "nfe": 3, "chains": 2},
+                                            "pics": {"lam": 0.125, "iters": 4},
+                                            "tuned_on": "test"})
+    with pytest.raises(InputError, match="recon_defaults.fast.nfe"):
+        set_recon_defaults(tmp_path / "tuned", {"fast": {"nfe": 0}})
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main(["recon", "--prior", str(tmp_path / "tuned"), "--quiet", *args,
+                   str(case / "ksp"), str(case / "sens"), str(tmp_path / "out")])
+        return rc, capsys.readouterr().err
+
+    rc, err = run()
+    assert rc == 0 and "fast (chains 2, nfe 3, sigma_start 0.3)" in err
+    assert "3 network evaluations" in err
+    rc, err = run("--nfe", "2")
+    assert rc == 0 and "nfe 2" in err and "sigma_start 0.3" in err
+    rc, err = run("--method", "pics")
+    assert rc == 0 and "pics (lam 0.125, iters 4)" in err
+    rc, err = run("--method", "langevin", "--levels", "4", "--skip", "0", "--steps", "1")
+    assert rc == 0 and "langevin (chains 10, lam 20)" in err  # nothing tuned: built-ins
+    rc, err = run("--chains", "0")
+    assert rc == 2 and "--chains must be an integer >= 1" in err
+    rc, err = run("--batch", "0")
+    assert rc == 2 and "--batch must be >= 1" in err

@@ -126,6 +126,10 @@ def test_dry_run_same_code_path(sources, tmp_path):
     prior = load_image_prior(out / "prior-edm-gpu")
     assert prior.meta["parametrisation"] == "edm" and prior.meta["weights_dtype"] == "float16"
     assert prior.meta["training"]["steps"] == 3
+    # the settings tuned on the validation slices travel in the sidecar
+    tuned = res["tuning"]["poisson"]["gpu-edm"]
+    assert prior.recon_defaults["fast"]["sigma_start"] == tuned["sigma_start"]
+    assert prior.recon_defaults["pics"]["lam"] == tuned["pics_lambda"]
     x = torch.randn(1, N, N, dtype=torch.complex64)
     assert torch.isfinite(prior.score(x, 0.1)).all()
     from safetensors.torch import load_file

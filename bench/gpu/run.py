@@ -61,7 +61,7 @@ from mriprior.errors import InputError
 from mriprior.physics.espirit import espirit
 from mriprior.experiments.recon_cases import (PATTERNS, real_case, score, simulated_case,
                                               uncertainty)
-from mriprior.priors.export import save_prior
+from mriprior.priors.export import save_prior, set_recon_defaults
 from mriprior.priors.networks import count_parameters, network_from_config, network_from_preset
 from mriprior.recon.classical import pics, sense_combine
 from mriprior.recon.posterior import fast_posterior, prior_pics
@@ -493,6 +493,15 @@ def evaluate_priors(data, trained, cfg, device, run: Run) -> None:
                 for j in range(len(data["val"]))]
         res["tuning"][kind] = tune(vals, priors, cfg, run)
         run.save()
+        if kind == "poisson" and (cfg.write_defaults or not cfg.prior):
+            t = res["tuning"][kind][cfg.name]
+            path = trained.get("path", run.out / PRIOR_NAME)
+            set_recon_defaults(path, {
+                "fast": {"sigma_start": t["sigma_start"], "nfe": cfg.nfe},
+                "pics": {"lam": t["pics_lambda"], "iters": cfg.pics_iters},
+                "tuned_on": f"{len(vals)} validation slice(s), {PATTERNS[kind]}, 8 coils "
+                            "(bench/gpu/run.py)"})
+            run.log(f"  tuned settings written to {Path(path).name}.json (recon_defaults)")
         if first is None:
             first = vals[0]
             res["gpu_timings"] = gpu_timings(new, first, device, cfg, run)
@@ -587,6 +596,9 @@ def parse(argv=None):
     p.add_argument("--prior", default=None, help="skip data and training: evaluate this "
                    "exported prior (NAME of NAME.safetensors + NAME.json)")
     p.add_argument("--name", default="gpu-edm", help="label of the evaluated prior in results")
+    p.add_argument("--write-defaults", action="store_true",
+                   help="with --prior: write the settings tuned on the Poisson-disc validation "
+                        "slices into its sidecar (always done for a prior this run trained)")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU, tiny network, 3 steps, small grids: the same code path")
     cfg = p.parse_args(argv)

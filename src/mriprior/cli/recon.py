@@ -15,6 +15,10 @@ units (scaling KSP by c scales OUT by c). --std / --var write the pixelwise stan
 complex variance over chains, --samples all chains (chains along BART dim 5), --flag the
 credibility map (1 where the 90 % interval radius exceeds --rel x |MMSE| inside the object).
 PRIOR is NAME.safetensors + NAME.json (``mriprior train``), given as either file or NAME.
+
+Defaults: an option not given takes the value the prior's sidecar records under
+``recon_defaults`` (tuned on validation slices, e.g. by ``bench/gpu/run.py``), else the built-in
+default shown in ``--help``; the values used are printed.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ def add_arguments(p):
     p.add_argument("--method", choices=METHODS, default="fast", help="default: fast")
     p.add_argument("--chains", type=int, default=None,
                    help="posterior chains per slice (default 8 fast, 10 langevin)")
-    p.add_argument("--nfe", type=int, default=30, help="fast: network evaluations per chain")
+    p.add_argument("--nfe", type=int, default=None,
+                   help="fast: network evaluations per chain (default 30)")
     p.add_argument("--sigma-start", type=float, default=None,
                    help="fast: noise level of the start (default: the prior's sigma_max)")
     p.add_argument("--eta", type=float, default=0.85, help="fast: share of fresh noise per step")
@@ -48,7 +53,8 @@ def add_arguments(p):
                         "weight (default 0.5)")
     p.add_argument("--noise-var", type=float, default=None,
                    help="langevin: k-space noise variance per component (exact likelihood)")
-    p.add_argument("-i", dest="iters", type=int, default=50, help="pics: iterations")
+    p.add_argument("-i", dest="iters", type=int, default=None,
+                   help="pics: iterations (default 50)")
     p.add_argument("--reg-sigma", type=float, default=None,
                    help="pics: noise level of the denoiser in the regulariser (diffusion priors)")
     p.add_argument("--scaling", default="cg",
@@ -69,6 +75,30 @@ def add_arguments(p):
     p.add_argument("kspace")
     p.add_argument("sens")
     p.add_argument("output")
+
+
+# built-in defaults per method, used where neither the command line nor the sidecar gives one
+BUILTIN = {"fast": {"chains": 8, "nfe": 30, "sigma_start": None},
+           "langevin": {"chains": 10, "lam": 20.0},
+           "pics": {"lam": 0.5, "iters": 50}}
+
+
+def resolve(args, prior) -> dict:
+    """The settings of ``args.method``: command line, else the prior's ``recon_defaults``, else
+    :data:`BUILTIN`; every number checked."""
+    tuned = (prior.recon_defaults or {}).get(args.method, {})
+    out = {}
+    for key, builtin in BUILTIN[args.method].items():
+        given = getattr(args, key)
+        out[key] = given if given is not None else tuned.get(key, builtin)
+    for key in ("chains", "nfe", "iters"):
+        if key in out and not (isinstance(out[key], int) and out[key] >= 1):
+            raise InputError(f"--{key} must be an integer >= 1, got {out[key]!r}")
+    if out.get("lam") is not None and not out["lam"] >= 0:
+        raise InputError(f"--lam must be >= 0, got {out['lam']!r}")
+    if out.get("sigma_start") is not None and not out["sigma_start"] > 0:
+        raise InputError(f"--sigma-start must be > 0, got {out['sigma_start']!r}")
+    return out
 
 
 def _scaling(value: str):
@@ -106,6 +136,9 @@ def run(args):
     if args.method != "pics" and prior.sigma_max is None:
         raise InputError(f"{args.prior}: --method {args.method} needs a diffusion prior; use "
                          "--method pics for explicit-likelihood priors")
+    if args.batch is not None and args.batch < 1:
+        raise InputError(f"--batch must be >= 1, got {args.batch}")
+    opts = resolve(args, prior)
     bar = None if args.quiet else tqdm(total=1, desc=f"recon ({args.method})", unit="step",
                                        file=sys.stderr)
 
@@ -118,28 +151,30 @@ def run(args):
     std = var = samples = None
     with torch.no_grad():
         if args.method == "pics":
-            x, scale = prior_pics(ksp, maps, prior, lam=0.5 if args.lam is None else args.lam,
-                                  max_iter=args.iters, mask=mask, scaling=scaling,
+            x, scale = prior_pics(ksp, maps, prior, lam=opts["lam"],
+                                  max_iter=opts["iters"], mask=mask, scaling=scaling,
                                   callback=progress, support=args.support)
         else:
             keep = args.samples is not None
             if args.method == "fast":
-                r = fast_posterior(ksp, maps, prior, mask=mask, chains=args.chains or 8,
-                                   nfe=args.nfe, sigma_start=args.sigma_start, eta=args.eta,
-                                   cg_iters=args.cg, scaling=scaling, seed=args.seed,
+                r = fast_posterior(ksp, maps, prior, mask=mask, chains=opts["chains"],
+                                   nfe=opts["nfe"], sigma_start=opts["sigma_start"],
+                                   eta=args.eta, cg_iters=args.cg, scaling=scaling, seed=args.seed,
                                    keep_samples=keep, callback=progress,
                                    support=args.support)
             else:
-                r = langevin_posterior(ksp, maps, prior, mask=mask, chains=args.chains or 10,
+                r = langevin_posterior(ksp, maps, prior, mask=mask, chains=opts["chains"],
                                        n_levels=args.levels, skip=args.skip, steps=args.steps,
-                                       lam=20.0 if args.lam is None else args.lam,
+                                       lam=opts["lam"],
                                        noise_var=args.noise_var, scaling=scaling,
                                        seed=args.seed, keep_samples=keep, callback=progress,
                                        support=args.support)
             x, std, var, samples, scale = r.mmse, r.std, r.var, r.samples, r.scale
     if bar is not None:
         bar.close()
-    print(f"mriprior recon: {args.method}, data scale {float(scale[0]):g}, "
+    shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                      for k, v in opts.items() if v is not None)
+    print(f"mriprior recon: {args.method} ({shown}), data scale {float(scale[0]):g}, "
           f"{prior.nfe} network evaluations", file=sys.stderr)
     if args.method == "pics" and any([args.std, args.var, args.samples, args.flag]):
         print("mriprior recon: note: --std/--var/--samples/--flag need a sampling method; not "

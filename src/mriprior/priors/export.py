@@ -12,7 +12,13 @@ The sidecar says everything needed to rebuild and use the prior::
                    "sigma_min": .., "sigma_max": ..},
      "data": {"channels": "complex" | "magnitude", "normalisation": "max", ...},
      "dataset_manifest_sha256": "...", "git_revision": "...", "config": {...the run's config...},
-     "created_by": "mriprior x.y.z", "step": N, "ema": true}
+     "created_by": "mriprior x.y.z", "step": N, "ema": true,
+     "recon_defaults": {"fast": {"sigma_start": .., "nfe": ..}, "pics": {"lam": ..},
+                        "tuned_on": "..."}}       (optional)
+
+``recon_defaults`` (any prior type): reconstruction settings chosen on validation slices, which
+`mriprior recon` uses where the command line gives none (:func:`set_recon_defaults` writes
+them into an existing sidecar).
 
 An explicit-likelihood PixelCNN++ prior (:mod:`mriprior.priors.pixelcnn`) has instead of
 ``diffusion`` (fields from :func:`~mriprior.priors.pixelcnn.likelihood_meta`)::
@@ -38,7 +44,8 @@ import torch
 
 from mriprior.errors import InputError
 
-__all__ = ["save_prior", "load_prior", "FORMAT", "VERSION"]
+__all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "FORMAT",
+           "VERSION", "RECON_DEFAULT_KEYS"]
 
 FORMAT = "mriprior-prior"
 VERSION = 1
@@ -49,6 +56,34 @@ PRIOR_TYPES = {
     "gan": ("network", "parametrisation", "data"),  # pix2pix phase generator
 }
 _LIKELIHOODS = ("discretized_logistic_mixture",)
+
+
+# recon_defaults: method -> key -> (kind, minimum)
+RECON_DEFAULT_KEYS = {"fast": {"sigma_start": (float, 0.0), "nfe": (int, 1), "chains": (int, 1)},
+                      "pics": {"lam": (float, 0.0), "iters": (int, 1)},
+                      "langevin": {"lam": (float, 0.0), "chains": (int, 1)}}
+
+
+def _check_recon_defaults(rd, where: str) -> None:
+    if not isinstance(rd, dict):
+        raise InputError(f"{where}: recon_defaults must be a mapping")
+    for method, values in rd.items():
+        if method == "tuned_on":
+            continue
+        if method not in RECON_DEFAULT_KEYS or not isinstance(values, dict):
+            raise InputError(f"{where}: recon_defaults.{method}: expected a mapping under one "
+                             f"of {sorted(RECON_DEFAULT_KEYS)}")
+        for k, v in values.items():
+            if k not in RECON_DEFAULT_KEYS[method]:
+                raise InputError(f"{where}: recon_defaults.{method}.{k}: unknown key (known: "
+                                 f"{', '.join(RECON_DEFAULT_KEYS[method])})")
+            kind, lo = RECON_DEFAULT_KEYS[method][k]
+            ok = (not isinstance(v, bool) and isinstance(v, int if kind is int else (int, float))
+                  and math.isfinite(v) and (v > lo if kind is float else v >= lo))
+            if not ok:
+                raise InputError(f"{where}: recon_defaults.{method}.{k} must be "
+                                 f"{'an integer >=' if kind is int else 'a number >'} {lo}, "
+                                 f"got {v!r}")
 
 
 # diffusion type -> the parametrisation its training loss produces
@@ -72,6 +107,8 @@ def _check_meta(meta: dict, where: str) -> None:
     if (net_type == "pixelcnn") != (kind == "pixelcnn") or (net_type == "pix2pix") != (kind == "gan"):
         raise InputError(f"{where}: prior_type {kind!r} does not match network type "
                          f"{net_type!r}")
+    if "recon_defaults" in meta:
+        _check_recon_defaults(meta["recon_defaults"], where)
     if kind == "diffusion":
         diff = meta["diffusion"]
         dtype = diff.get("type") if isinstance(diff, dict) else None
@@ -154,6 +191,17 @@ def read_sidecar(path) -> dict:
                          f"version {meta.get('version')!r})")
     _check_meta(meta, str(sidecar))
     return meta
+
+
+def set_recon_defaults(path, defaults: dict) -> Path:
+    """Write ``defaults`` (see the module docstring) into the sidecar of the prior ``path``,
+    replacing any there; checked first, written atomically. Returns the sidecar's path."""
+    _, sidecar = _paths(path)
+    meta = read_sidecar(path)
+    meta["recon_defaults"] = defaults
+    _check_meta(meta, str(sidecar))
+    _atomic_write(sidecar, lambda t: Path(t).write_text(json.dumps(meta, indent=1)))
+    return sidecar
 
 
 def load_prior(path, device=None) -> tuple[torch.nn.Module, dict]:

@@ -25,6 +25,7 @@ class PixelCNNPrior(ImagePrior):
         super().__init__()
         self.net = net.eval()
         self.meta = meta
+        self.recon_defaults = dict(meta.get("recon_defaults") or {})
         self.channels = int(getattr(net, "config", {}).get("in_channels", 2))
         p = next(net.parameters(), None)
         self.device = p.device if p is not None else torch.device("cpu")

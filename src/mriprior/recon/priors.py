@@ -21,6 +21,10 @@ An :class:`ImagePrior` offers
     the noise range the prior was trained on (None for priors without noise levels).
 ``nfe``
     network evaluations so far (one batched call counts once), for benchmarks.
+``recon_defaults``
+    reconstruction settings tuned for this prior (its sidecar's ``recon_defaults``, e.g.
+    ``{"fast": {"sigma_start": 1.0}, "pics": {"lam": 0.2}}``; empty when none were written),
+    which `mriprior recon` uses where its command line gives none.
 
 :class:`DiffusionPrior` wraps an exported score network (complex 2-channel, or magnitude
 1-channel, whose score is carried to the complex image by the chain rule through ``|x|``);
@@ -51,6 +55,7 @@ class ImagePrior:
 
     def __init__(self):
         self.nfe = 0
+        self.recon_defaults: dict = {}
 
     def score(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no score function")
@@ -96,6 +101,7 @@ class DiffusionPrior(ImagePrior):
                              "diffusion prior")
         self.model = ScoreModel.from_meta(net.eval(), meta)
         self.meta = meta
+        self.recon_defaults = dict(meta.get("recon_defaults") or {})
         diff = meta["diffusion"]
         if diff["type"] in ("ve", "edm"):
             self.sigma_min, self.sigma_max = float(diff["sigma_min"]), float(diff["sigma_max"])
