@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -221,3 +222,18 @@ def test_non_finite_weights_are_refused(tmp_path):
     save_file(state, str(w))
     with pytest.raises(InputError, match="'conv_in.weight' holds NaN or Inf"):
         load_prior(path)
+
+
+def test_prior_files_keep_dotted_names_and_find_bundled_priors(tmp_path, monkeypatch):
+    from mriprior.priors.export import ASSETS, prior_files
+
+    assert prior_files(tmp_path / "prior-v1.5") == (tmp_path / "prior-v1.5.safetensors",
+                                                    tmp_path / "prior-v1.5.json")
+    assert prior_files(tmp_path / "p.json") == (tmp_path / "p.safetensors", tmp_path / "p.json")
+    monkeypatch.chdir(tmp_path)
+    w, s = prior_files("prior-ve-cpu")  # a bare bundled name, nothing of that name here
+    assert (w, s) == (ASSETS / "prior-ve-cpu.safetensors", ASSETS / "prior-ve-cpu.json")
+    net, meta = load_prior("prior-ve-cpu")
+    assert meta["parametrisation"] == "score"
+    (tmp_path / "prior-ve-cpu.json").write_text("{}")  # a local file of that name wins
+    assert prior_files("prior-ve-cpu")[1] == Path("prior-ve-cpu.json")

@@ -39,6 +39,7 @@ from mriprior.data.dataset import DatasetWriter, open_dataset
 from mriprior.data.open_data import sha256_file
 from mriprior.data.simulate import slice_seed
 from mriprior.errors import InputError
+from mriprior.priors.export import prior_files
 
 __all__ = ["AugmentSettings", "augment_dataset", "work_dir"]
 
@@ -234,8 +235,7 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
     if ds.kind != "magnitude":
         raise InputError(f"{src}: a {ds.kind!r} dataset; augmentation expects magnitudes")
     if settings.prior is not None and settings.prior_sha256 is None:
-        p = Path(settings.prior)
-        weights = p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
+        weights, _ = prior_files(settings.prior)
         if not weights.exists():
             raise InputError(f"{weights}: prior weights not found")
         settings.prior_sha256 = sha256_file(weights)

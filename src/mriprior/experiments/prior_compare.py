@@ -37,6 +37,7 @@ import torch
 
 from mriprior.data.dataset import open_dataset
 from mriprior.errors import InputError
+from mriprior.priors.export import prior_files
 from mriprior.experiments.recon_cases import PATTERNS, pick_slices, real_case, simulated_case
 from mriprior.metrics import evaluate
 from mriprior.recon.classical import pics, sense_combine
@@ -52,8 +53,7 @@ SIGMA_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def _file_hash(prior_path) -> str:
-    p = Path(str(prior_path))
-    f = p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
+    f, _ = prior_files(prior_path)
     if not f.exists():
         raise InputError(f"{prior_path}: no {f.name} (an exported prior is NAME.safetensors + "
                          "NAME.json)")

@@ -44,7 +44,8 @@ import torch
 
 from mriprior.errors import InputError
 
-__all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "FORMAT",
+__all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "prior_files",
+           "FORMAT",
            "VERSION", "RECON_DEFAULT_KEYS"]
 
 FORMAT = "mriprior-prior"
@@ -136,11 +137,24 @@ def _check_meta(meta: dict, where: str) -> None:
                              f"{list(_LIKELIHOODS)})")
 
 
-def _paths(path) -> tuple[Path, Path]:
+ASSETS = Path(__file__).resolve().parents[1] / "assets"  # the bundled priors
+
+
+def prior_files(path) -> tuple[Path, Path]:
+    """``(NAME.safetensors, NAME.json)`` of a prior given as NAME or either file. A NAME with a
+    dot keeps it (``out/prior-v1.5`` -> ``out/prior-v1.5.safetensors``). A bare name that is not
+    a file here but is a bundled prior (``prior-ve-cpu``) resolves to the bundled files."""
     p = Path(path)
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
-    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+    weights, sidecar = p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+    if (len(p.parts) == 1 and not weights.exists() and not sidecar.exists()
+            and (ASSETS / sidecar.name).is_file()):
+        return ASSETS / weights.name, ASSETS / sidecar.name
+    return weights, sidecar
+
+
+_paths = prior_files
 
 
 def _atomic_write(path: Path, write) -> None:
