@@ -21,9 +21,26 @@ def device(name: str | None) -> torch.device:
     return dev
 
 
+def check_finite(arr, path: str, what: str) -> None:
+    """InputError naming ``path`` when ``arr`` holds NaN or Inf."""
+    a = np.asarray(arr)
+    if not np.isfinite(a).all():
+        bad = np.unravel_index(int(np.argmin(np.isfinite(a).ravel())), a.shape)
+        raise InputError(f"{path}: {what} contains NaN or Inf (first at BART index "
+                         f"{tuple(int(i) for i in bad)})")
+
+
+def check_output(x: torch.Tensor, what: str) -> None:
+    """Refuse to write a non-finite result (InputError instead of a file of NaN)."""
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"the {what} is not finite (NaN or Inf): nothing written; check the "
+                         "inputs and parameters")
+
+
 def load_kspace(path: str, dev) -> tuple[torch.Tensor, BartLayout]:
     """BART k-space file -> ``(1, coil, y, x)`` complex64 tensor and its layout."""
     arr = read_cfl(path)
+    check_finite(arr, path, "k-space")
     layout = BartLayout.from_dims(arr.shape, name=path)
     k = layout.to_torch(arr, name=path, max_dim=3)  # (coil, y, x)
     return torch.from_numpy(k).unsqueeze(0).to(dev), layout
@@ -32,6 +49,9 @@ def load_kspace(path: str, dev) -> tuple[torch.Tensor, BartLayout]:
 def load_maps(path: str, layout: BartLayout, dev) -> torch.Tensor:
     """BART sensitivity file -> ``(1, maps, coil, y, x)``."""
     arr = read_cfl(path)
+    check_finite(arr, path, "the coil maps")
+    if not np.any(arr):
+        raise InputError(f"{path}: the coil maps are zero everywhere")
     m = layout.to_torch(arr, name=path, max_dim=4)
     if m.ndim == 3:
         m = m[None]
@@ -41,6 +61,7 @@ def load_maps(path: str, layout: BartLayout, dev) -> torch.Tensor:
 def load_pattern(path: str, layout: BartLayout, dev) -> torch.Tensor:
     """BART pattern/mask file (coil dim 1) -> real ``(1, 1, y, x)``."""
     arr = read_cfl(path)
+    check_finite(arr, path, "the pattern")
     p = layout.to_torch(arr, name=path, max_dim=3)
     if p.ndim == 3 and p.shape[0] != 1:
         raise InputError(f"{path}: pattern must have 1 coil, got {p.shape[0]}")

@@ -14,11 +14,12 @@ sizes BART's pics uses a slightly different FFT centring phase, so images differ
 
 from __future__ import annotations
 
+import math
 import sys
 
 import torch
 
-from mriprior.cli._common import device, load_kspace, load_maps, load_pattern
+from mriprior.cli._common import check_output, device, load_kspace, load_maps, load_pattern
 from mriprior.errors import InputError
 from mriprior.io.cfl import read_cfl, write_cfl
 from mriprior.recon.classical import bart_pics_phase, pics
@@ -80,6 +81,12 @@ def _regulariser(args):
 def run(args):
     if args.iters < 0:
         raise InputError(f"-i {args.iters}: the number of iterations must be >= 0")
+    for flag, value, ok in (("-r", args.lam, args.lam >= 0), ("-s", args.step, args.step > 0),
+                            ("-w", args.scaling, args.scaling is None or args.scaling > 0),
+                            ("-u", args.rho, args.rho > 0)):
+        if not (ok and math.isfinite(value if value is not None else 0.0)):
+            raise InputError(f"{flag} {value}: must be a finite number "
+                             f"{'>= 0' if flag == '-r' else '> 0'}")
     reg, lam = _regulariser(args)
     dev = device(args.device)
     ksp, layout = load_kspace(args.kspace, dev)
@@ -102,6 +109,7 @@ def run(args):
         print("mriprior pics: note: odd matrix size; BART's pics applies a different FFT centring "
               "phase there, so its image differs from this one by a phase", file=sys.stderr)
     x = x * phase
+    check_output(x, "image")
     print(f"Inverse scaling of the data: {float(scale[0]):g}", file=sys.stderr)
     out = x[0].cpu().numpy()  # (maps, y, x)
     bart = layout.to_bart(out[:, None])  # (x, y, 1 coil, maps) with the third spatial dim

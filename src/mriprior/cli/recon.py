@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-from mriprior.cli._common import device, load_kspace, load_maps, load_pattern
+from mriprior.cli._common import check_output, device, load_kspace, load_maps, load_pattern
 from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
 
@@ -190,6 +190,9 @@ def run(args):
         a = a[..., None, :, :]  # coil dim of size 1
         write_cfl(path, layout.to_bart(np.ascontiguousarray(a)), command=cmd)
 
+    check_output(x, "reconstruction")
+    if std is not None:
+        check_output(std, "standard deviation")
     write(args.output, x)
     if std is not None:
         if args.std:
