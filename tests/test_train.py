@@ -306,3 +306,30 @@ def test_every_shipped_config_validates(path):
         cfg = load_config(path)
     assert Path(cfg["data"]["path"]).is_absolute()
     assert cfg["train"]["steps"] > 0
+
+
+def test_resume_skips_a_truncated_checkpoint_and_a_partial_log_line(tmp_path, dataset):
+    """A kill mid-write (full disk) may leave the newest checkpoint truncated and the log's last
+    line partial: resume warns, continues from the newest readable checkpoint, and ends with the
+    same weights as an uninterrupted run."""
+    over = {"train.steps": 8, "train.save_every": 4, "heldout.every": 0}
+    straight = train(_raw(dataset, tmp_path / "a", **over))
+    out = tmp_path / "b"
+    train(_raw(dataset, out, **over), stop_at=4)
+    good = latest_checkpoint(out)
+    bad = good.with_name("ckpt-00000006.pt")
+    bad.write_bytes(good.read_bytes()[:1000])  # truncated
+    with open(out / "log.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # partial last record
+    with pytest.warns(UserWarning) as rec:
+        resumed = train(_raw(dataset, out, **over), resume=True)
+    messages = " ".join(str(w.message) for w in rec)
+    assert "ckpt-00000006.pt: unreadable checkpoint" in messages and "partial record" in messages
+    assert resumed["step"] == 8 and resumed["weights_sha256"] == straight["weights_sha256"]
+    lines = (out / "log.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+    # nothing readable at all: one clear error naming the newest file
+    for p in list_checkpoints(out):
+        p.write_bytes(b"")
+    with pytest.raises(InputError, match="ckpt-00000008.pt: unreadable checkpoint .empty file"):
+        train(_raw(dataset, out, **over), resume=True)

@@ -69,7 +69,8 @@ from mriprior.priors.networks import network_from_config
 from mriprior.priors.pixelcnn import (bits_per_dim, discretized_logistic_mixture_nll,
                                       likelihood_meta, to_network_scale)
 
-__all__ = ["train", "latest_checkpoint", "list_checkpoints", "read_checkpoint", "lr_factor",
+__all__ = ["train", "latest_checkpoint", "newest_readable_checkpoint", "list_checkpoints",
+           "read_checkpoint", "lr_factor",
            "state_sha256"]
 
 CKPT_FORMAT = "mriprior-train-checkpoint"
@@ -168,9 +169,12 @@ def read_checkpoint(path: Path, fmt: str, version: int | None = None) -> dict:
     """A checkpoint written by one of our engines (``torch.load(weights_only=True)``: tensors
     and plain types only); InputError if unreadable or not of format ``fmt`` / ``version``."""
     try:
+        size = os.path.getsize(path)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise InputError(f"{path}: unreadable checkpoint ({e})") from None
+        why = ("empty file" if os.path.exists(path) and size == 0 else
+               f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'truncated?'}")
+        raise InputError(f"{path}: unreadable checkpoint ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt or (
             version is not None and ckpt.get("version") != version):
         raise InputError(f"{path}: not an mriprior {fmt} file")
@@ -180,6 +184,26 @@ def read_checkpoint(path: Path, fmt: str, version: int | None = None) -> dict:
 def latest_checkpoint(output) -> Path | None:
     ckpts = list_checkpoints(output)
     return ckpts[-1] if ckpts else None
+
+
+def newest_readable_checkpoint(output, fmt: str, version: int | None = None
+                               ) -> tuple[Path | None, dict | None]:
+    """``(path, checkpoint)`` of the newest checkpoint that reads back (a truncated newest one,
+    e.g. from a full disk, is skipped with a warning naming it); ``(None, None)`` if there are
+    none; InputError naming the newest if none is readable."""
+    ckpts = list_checkpoints(output)
+    first_error = None
+    for path in reversed(ckpts):
+        try:
+            ckpt = read_checkpoint(path, fmt, version)
+        except InputError as e:
+            first_error = first_error or e
+            warnings.warn(f"{e}; resuming from an older checkpoint")
+            continue
+        return path, ckpt
+    if first_error is not None:
+        raise first_error
+    return None, None
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -239,9 +263,18 @@ class _Logger:
         if not active:
             return
         if resume_step is not None and self.path.exists():
-            # Drop records written after the checkpoint we resume from (a killed run's tail).
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            # Drop records written after the checkpoint we resume from (a killed run's tail,
+            # whose last line may be partial).
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line) if line.strip() else None
+                except ValueError:
+                    warnings.warn(f"{self.path}: dropped an unreadable line (a killed run's "
+                                  "partial record)")
+                    continue
+                if isinstance(rec, dict) and rec.get("step", 0) <= resume_step:
+                    kept.append(line)
             _atomic_text(self.path, "".join(line + "\n" for line in kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
@@ -354,7 +387,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
                          "to continue, or choose a new train.output")
     ckpt = None
     if resume and ckpt_path is not None:
-        ckpt = read_checkpoint(ckpt_path, CKPT_FORMAT, CKPT_VERSION)
+        ckpt_path, ckpt = newest_readable_checkpoint(output, CKPT_FORMAT, CKPT_VERSION)
         _check_compatible(ckpt["config"], cfg, ckpt_path)
         if ckpt["world_size"] != world:
             raise InputError(f"{ckpt_path}: written by {ckpt['world_size']} rank(s), resumed "

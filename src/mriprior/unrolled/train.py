@@ -47,7 +47,7 @@ from mriprior.priors.config import SCHEMA as PRIOR_SCHEMA
 from mriprior.priors.config import Field, _at_least, _positive, _resolve_path, _section
 from mriprior.priors.train import (_atomic_text, _atomic_write_bytes, _Dist, _git_revision,
                                    _Logger, _seed, latest_checkpoint, list_checkpoints,
-                                   lr_factor, read_checkpoint, state_sha256)
+                                   lr_factor, newest_readable_checkpoint, state_sha256)
 from mriprior.unrolled.networks import build_network
 from mriprior.unrolled.synth import MASK_KINDS, Synthesizer
 
@@ -228,7 +228,7 @@ def _train(cfg, ctx, resume, stop_at):
                          "or choose a new train.output")
     ckpt = None
     if resume and ckpt_path is not None:
-        ckpt = read_checkpoint(ckpt_path, CKPT_FORMAT)
+        ckpt_path, ckpt = newest_readable_checkpoint(output, CKPT_FORMAT)
         for key in _FIXED:
             if json.dumps(ckpt["config"][key], sort_keys=True) != json.dumps(cfg[key],
                                                                               sort_keys=True):
