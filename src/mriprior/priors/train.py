@@ -172,8 +172,12 @@ def read_checkpoint(path: Path, fmt: str, version: int | None = None) -> dict:
         size = os.path.getsize(path)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        why = ("empty file" if os.path.exists(path) and size == 0 else
-               f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'truncated?'}")
+        if os.path.exists(path) and size == 0:
+            why = "empty file"
+        elif type(e).__name__ == "UnpicklingError":
+            why = "not a tensors-only PyTorch file: weights-only loading refused it"
+        else:
+            why = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else 'truncated?'}"
         raise InputError(f"{path}: unreadable checkpoint ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt or (
             version is not None and ckpt.get("version") != version):
