@@ -200,3 +200,22 @@ def test_factory_validation():
 
 def test_negative_attention_levels_are_normalised():
     assert tiny(attention_levels=(-1, 0, -3)).config["attention_levels"] == [0, 2]
+
+
+def test_channels_last_is_the_same_function():
+    from mriprior.priors.networks import network_from_preset
+
+    torch.manual_seed(0)
+    net = network_from_preset("cpu-small", base_channels=8).eval()
+    x = torch.randn(2, 2, 32, 32)
+    sigma = torch.tensor([0.05, 0.5])
+    with torch.no_grad():
+        ref = net(x, sigma)
+        out = net.use_channels_last(True)(x, sigma)
+    assert net.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-4)
+    # the exported state is plain (contiguous) tensors either way
+    assert all(v.contiguous().shape == v.shape for v in net.state_dict().values())
+    net.use_channels_last(False)
+    with torch.no_grad():
+        assert torch.allclose(net(x, sigma), ref, atol=1e-6)

@@ -221,6 +221,7 @@ class ScoreUNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.cond_channels = cond_channels
+        self.channels_last = False  # see use_channels_last
         self.num_levels = len(channel_mults)
         self.config: dict[str, Any] = {
             "type": "unet",
@@ -281,6 +282,13 @@ class ScoreUNet(nn.Module):
 
         self.norm_out = nn.GroupNorm(_num_groups(ch), ch)
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
+
+    def use_channels_last(self, flag: bool = True) -> "ScoreUNet":
+        """Keep weights and activations channels-last (NHWC): 1.3x faster inference with oneDNN
+        on the CPU (cpu-small at 4 x 256 x 256: 0.65 vs 0.85 s); on the H200 training was
+        slower with it. Same function, float rounding aside."""
+        self.channels_last = bool(flag)
+        return self.to(memory_format=torch.channels_last if flag else torch.contiguous_format)
 
     @property
     def size_multiple(self) -> int:
@@ -343,6 +351,8 @@ class ScoreUNet(nn.Module):
                 raise InputError("cond given, but this network was built with cond_channels=0")
             x_in = x
         sigma = self._sigma_batch(sigma, x)
+        if self.channels_last:
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
 
         emb = F.silu(self.emb_mlp(self.fourier(sigma).to(x.dtype)))  # (B, emb_dim)
 
