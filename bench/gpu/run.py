@@ -254,6 +254,64 @@ def _probe_layout(step_fn, net, device, run: Run) -> bool:
     return best
 
 
+def _sidecar(net, diffusion: dict, cfg, data: dict, device, use_amp: bool) -> dict:
+    """The exported prior's sidecar (what the run trained, on what, how)."""
+    return {
+        "prior_type": "diffusion", "network": net.config, "parametrisation": "edm",
+        "diffusion": diffusion,
+        "data": {"channels": "complex", "normalisation": "max", "kind": "complex",
+                 "crop": None, "split": "train",
+                 "dataset": "bench/gpu pack: open corpus train split (JPEG q95) + clinical "
+                            "archive subset, physics-based simulated phase",
+                 "augmentation": "dihedral flips / rotations, random global phase"},
+        "training": {"run": "bench/gpu/run.py (one device call)",
+                     "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else platform.processor() or "cpu",
+                     "torch": torch.__version__, "batch_size": cfg.batch, "lr": cfg.lr,
+                     "ema_decay": cfg.ema_decay, "amp": "bf16" if use_amp else None,
+                     "pack": data["stats"]["pack"].get("open", {}).get("manifest_sha256")},
+        "ema": True, "weights_dtype": "float16",
+    }
+
+
+def _loop(loss_step, opt, net, ema, meta, cfg, train_budget: float, channels_last: bool,
+          run: Run) -> tuple[int, float]:
+    """Steps until ``cfg.steps`` or the wall budget; LR: linear warm-up, then cosine from lr to
+    lr / 10 over the (wall) budget; log every ``log_every`` s, export every ``export_every`` s.
+    Returns ``(steps, seconds)``."""
+    log_f = open(run.out / "train_log.jsonl", "w")
+    t_start = time.perf_counter()
+    step, acc, acc_n, last_export, last_log = 0, 0.0, 0, t_start, t_start
+    while True:
+        spent = time.perf_counter() - t_start
+        if (cfg.steps is not None and step >= cfg.steps) or spent >= train_budget:
+            break
+        progress = step / cfg.steps if cfg.steps else spent / train_budget
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(
+            math.pi * min(1.0, progress))))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = loss_step(channels_last)
+        step += 1
+        acc += float(loss)  # one sync per step keeps the log honest; cheap next to the step
+        acc_n += 1
+        now = time.perf_counter()
+        if now - last_log >= cfg.log_every or step == cfg.steps:
+            rec = {"step": step, "seconds": now - t_start, "loss": acc / acc_n, "lr": lr,
+                   "images": step * cfg.batch,
+                   "images_per_s": acc_n * cfg.batch / max(now - last_log, 1e-9)}
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
+            run.log(f"  step {step} loss {rec['loss']:.4f} lr {lr:.2e} "
+                    f"{rec['images_per_s']:.0f} img/s")
+            acc, acc_n, last_log = 0.0, 0, now
+        if now - last_export >= cfg.export_every:
+            _export(net, ema, meta, step, run.out)
+            last_export = now
+    log_f.close()
+    return step, time.perf_counter() - t_start
+
+
 def train_prior(data: dict, cfg, device, run: Run) -> dict:
     x = data["x"]
     n = len(x)
@@ -294,62 +352,14 @@ def train_prior(data: dict, cfg, device, run: Run) -> dict:
             ema.update(net)
         return loss.detach()
 
-    meta = {
-        "prior_type": "diffusion", "network": net.config, "parametrisation": "edm",
-        "diffusion": diffusion,
-        "data": {"channels": "complex", "normalisation": "max", "kind": "complex",
-                 "crop": None, "split": "train",
-                 "dataset": "bench/gpu pack: open corpus train split (JPEG q95) + clinical "
-                            "archive subset, physics-based simulated phase",
-                 "augmentation": "dihedral flips / rotations, random global phase"},
-        "training": {"run": "bench/gpu/run.py (one device call)",
-                     "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else platform.processor() or "cpu",
-                     "torch": torch.__version__, "batch_size": cfg.batch, "lr": cfg.lr,
-                     "ema_decay": cfg.ema_decay, "amp": "bf16" if use_amp else None,
-                     "pack": data["stats"]["pack"].get("open", {}).get("manifest_sha256")},
-        "ema": True, "weights_dtype": "float16",
-    }
+    meta = _sidecar(net, diffusion, cfg, data, device, use_amp)
     if cfg.channels_last == "probe":
         channels_last = _probe_layout(loss_step, net, device, run)
     else:
         channels_last = cfg.channels_last == "on" and device.type == "cuda"
         net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    log_path = run.out / "train_log.jsonl"
-    log_f = open(log_path, "w")
-    t_start = time.perf_counter()
-    step, acc, acc_n, last_export, last_log = 0, 0.0, 0, t_start, t_start
-    warm = cfg.warmup
-    while True:
-        spent = time.perf_counter() - t_start
-        if (cfg.steps is not None and step >= cfg.steps) or spent >= train_budget:
-            break
-        progress = step / cfg.steps if cfg.steps else spent / train_budget
-        # linear warm-up, then cosine from lr to lr / 10 over the (wall) budget
-        lr = cfg.lr * min(1.0, (step + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(
-            math.pi * min(1.0, progress))))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        loss = loss_step(channels_last)
-        step += 1
-        acc += float(loss)  # one sync per step keeps the log honest; cheap next to the step
-        acc_n += 1
-        now = time.perf_counter()
-        if now - last_log >= cfg.log_every or step == cfg.steps:
-            rec = {"step": step, "seconds": now - t_start, "loss": acc / acc_n, "lr": lr,
-                   "images": step * cfg.batch,
-                   "images_per_s": acc_n * cfg.batch / max(now - last_log, 1e-9)}
-            log_f.write(json.dumps(rec) + "\n")
-            log_f.flush()
-            run.log(f"  step {step} loss {rec['loss']:.4f} lr {lr:.2e} "
-                    f"{rec['images_per_s']:.0f} img/s")
-            acc, acc_n, last_log = 0.0, 0, now
-        if now - last_export >= cfg.export_every:
-            _export(net, ema, meta, step, run.out)
-            last_export = now
+    step, seconds = _loop(loss_step, opt, net, ema, meta, cfg, train_budget, channels_last, run)
     _sync(device)
-    seconds = time.perf_counter() - t_start
-    log_f.close()
     meta["training"].update(steps=step, seconds=round(seconds, 1), images=step * cfg.batch,
                             channels_last=channels_last)
     weights = _export(net, ema, meta, step, run.out)
