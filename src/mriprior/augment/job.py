@@ -38,6 +38,7 @@ from mriprior.augment.phase import (METHODS, conditional_phase, gan_phase, lange
 from mriprior.data.dataset import DatasetWriter, open_dataset
 from mriprior.data.open_data import sha256_file
 from mriprior.data.simulate import slice_seed
+from mriprior.diffusion.losses import PARAMETRISATIONS
 from mriprior.errors import InputError
 from mriprior.priors.export import prior_files
 
@@ -132,7 +133,7 @@ class _Phaser:
                                  f"{settings.method} needs a diffusion model")
             channels = meta.get("data", {}).get("channels")
             conditional = bool(int(net.config.get("cond_channels", 0)))
-            if channels != "complex" or meta.get("parametrisation") not in ("score", "eps", "edm"):
+            if channels != "complex" or meta.get("parametrisation") not in PARAMETRISATIONS:
                 raise InputError(f"{settings.prior}: phase augmentation needs a complex "
                                  f"diffusion model (this one: {channels!r}, "
                                  f"{meta.get('parametrisation')!r})")

@@ -47,9 +47,13 @@ __all__ = [
     "edm_loss",
     "edm_preconditioning",
     "heldout_dsm_loss",
+    "PARAMETRISATIONS",
+    "PARAMETRISATION_OF",
 ]
 
 PARAMETRISATIONS = ("score", "eps", "edm")
+# diffusion type (of a config or sidecar) -> the parametrisation its training loss produces
+PARAMETRISATION_OF = {"ve": "score", "vp": "eps", "edm": "edm"}
 
 
 def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +139,7 @@ class ScoreModel(nn.Module):
         """The model of an exported prior's sidecar (``parametrisation``, ``diffusion``)."""
         diff = meta.get("diffusion") or {}
         kind = diff.get("type")
-        want = {"ve": "score", "vp": "eps", "edm": "edm"}.get(kind)
+        want = PARAMETRISATION_OF.get(kind)
         if want is None:
             raise InputError(f"unknown diffusion type {kind!r} in the prior's sidecar (known: "
                              "ve, vp, edm)")

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.errors import InputError
 
 __all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "prior_files",
@@ -87,8 +88,6 @@ def _check_recon_defaults(rd, where: str) -> None:
                                  f"got {v!r}")
 
 
-# diffusion type -> the parametrisation its training loss produces
-_DIFFUSION_PARAMETRISATION = {"ve": "score", "vp": "eps", "edm": "edm"}
 
 
 def _check_meta(meta: dict, where: str) -> None:
@@ -113,10 +112,10 @@ def _check_meta(meta: dict, where: str) -> None:
     if kind == "diffusion":
         diff = meta["diffusion"]
         dtype = diff.get("type") if isinstance(diff, dict) else None
-        if dtype not in _DIFFUSION_PARAMETRISATION:
+        if dtype not in PARAMETRISATION_OF:
             raise InputError(f"{where}: diffusion.type {dtype!r} is not one of "
-                             f"{sorted(_DIFFUSION_PARAMETRISATION)}")
-        want = _DIFFUSION_PARAMETRISATION[dtype]
+                             f"{sorted(PARAMETRISATION_OF)}")
+        want = PARAMETRISATION_OF[dtype]
         if meta["parametrisation"] != want:
             raise InputError(f"{where}: parametrisation {meta['parametrisation']!r} does not "
                              f"match diffusion.type {dtype!r} (trained as {want!r})")

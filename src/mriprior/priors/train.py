@@ -63,6 +63,7 @@ from mriprior.data.dataset import open_dataset
 from mriprior.data.loader import LoaderState, SliceDataset, make_loader
 from mriprior.diffusion import (EMA, ScoreModel, edm_loss, heldout_dsm_loss, ve_dsm_loss,
                                 vp_eps_loss)
+from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.errors import InputError
 from mriprior.priors.export import save_prior
 from mriprior.priors.networks import network_from_config
@@ -467,7 +468,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         return lambda v, sigma: model(v, sigma, cond)
 
     parametrisation = ("nll" if is_pixelcnn else
-                       {"ve": "score", "vp": "eps", "edm": "edm"}[diff["type"]])
+                       PARAMETRISATION_OF[diff["type"]])
     sigma_data = diff.get("sigma_data")
     if is_pixelcnn:
         def loss_fn(x0):  # NLL in bits/dim per image (mean over elements, like the DSM losses)

@@ -94,9 +94,9 @@ class DiffusionPrior(ImagePrior):
     def __init__(self, net: torch.nn.Module, meta: dict, reg_sigma: float | None = None,
                  max_batch: int | None = None):
         super().__init__()
-        from mriprior.diffusion.losses import ScoreModel
+        from mriprior.diffusion.losses import PARAMETRISATIONS, ScoreModel
 
-        if meta.get("parametrisation") not in ("score", "eps", "edm"):
+        if meta.get("parametrisation") not in PARAMETRISATIONS:
             raise InputError(f"prior parametrisation {meta.get('parametrisation')!r} is not a "
                              "diffusion prior")
         self.model = ScoreModel.from_meta(net.eval(), meta)
