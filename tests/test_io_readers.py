@@ -829,3 +829,18 @@ def test_parse_ismrmrd_header_without_namespace():
     assert parse_ismrmrd_header(xml)["recon_matrix"] == [16, 16, 1]
     with pytest.raises(InputError, match="not <ismrmrdHeader>"):
         parse_ismrmrd_header("<other/>", name="x.h5")
+
+
+def test_read_image_bytes_matches_read_image(tmp_path):
+    from PIL import Image
+
+    from mriprior.io.images import read_image, read_image_bytes
+
+    rgb = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.jpg", quality=90)
+    a, meta_a = read_image(tmp_path / "c.jpg")
+    b, meta_b = read_image_bytes((tmp_path / "c.jpg").read_bytes(), "c.jpg")
+    assert np.array_equal(a, b) and meta_a == meta_b
+    assert meta_b["converted"] == "rgb_to_luminance" and b.shape == (9, 7)
+    with pytest.raises(InputError, match="blob: not an image file"):
+        read_image_bytes(b"not an image", "blob")

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from mriprior.data.dataset import open_dataset
+from mriprior.data.open_data import sha256_file
 from mriprior.errors import InputError
 from mriprior.experiments.recon_cases import pick_slices
 
@@ -61,10 +62,6 @@ def _jpeg(mag: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(u8).save(buf, format="JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def clinical_files(folder, n: int, seed: int) -> list[Path]:
@@ -123,10 +120,10 @@ def pack(open_path, complex_path, out, *, clinical=None, clinical_n=1800, real=N
         info = {
             "format": "mriprior-gpu-pack", "version": 1, "shape": list(mag.shape),
             "open": {"dataset": str(open_path), "train_slices": len(train_idx),
-                     "manifest_sha256": _sha(Path(open_path) / "manifest.json"),
+                     "manifest_sha256": sha256_file(Path(open_path) / "manifest.json"),
                      "jpeg_quality": JPEG_QUALITY},
             "complex": {"dataset": str(complex_path),
-                        "manifest_sha256": _sha(Path(complex_path) / "manifest.json"),
+                        "manifest_sha256": sha256_file(Path(complex_path) / "manifest.json"),
                         "simulate": cplx.manifest.get("options", {}).get("simulate"),
                         "val_index": val_idx, "test_index": test_idx},
             "clinical": None if clinical is None else {

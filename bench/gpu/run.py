@@ -58,6 +58,7 @@ from mriprior.data.importers import fit_slice, normalize_slice
 from mriprior.data.simulate import complex_from_magnitude, slice_seed
 from mriprior.diffusion import EMA, ScoreModel, edm_loss, heldout_dsm_loss
 from mriprior.errors import InputError
+from mriprior.io.images import read_image_bytes
 from mriprior.physics.espirit import espirit
 from mriprior.experiments.recon_cases import (PATTERNS, real_case, score, simulated_case,
                                               uncertainty)
@@ -119,16 +120,10 @@ def timed(fn, device):
 
 
 def _decode(blob: bytes) -> np.ndarray:
-    """An image file's bytes -> grayscale float32 in [0, 1] (8-bit) or its own range."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(blob)) as im:
-        if im.mode not in ("L", "I;16", "I", "F"):
-            im = im.convert("L")
-        a = np.asarray(im, dtype=np.float32)
-    return a / 255.0 if a.max() <= 255 else a / a.max()
+    """An image file's bytes -> float32 ``(y, x)`` scaled by its format's maximum (as
+    `mriprior data import` reads PNG / JPEG: colour -> BT.601 luminance)."""
+    img, meta = read_image_bytes(blob)
+    return img / (meta["max_value"] or max(float(img.max()), 1e-12))
 
 
 def _clinical(args) -> np.ndarray:

@@ -24,6 +24,7 @@ EXIF data (which may carry names, dates, locations) are not copied. Multi-frame 
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mriprior.errors import InputError
 
-__all__ = ["read_image", "LUMINANCE_WEIGHTS"]
+__all__ = ["read_image", "read_image_bytes", "LUMINANCE_WEIGHTS"]
 
 LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -50,10 +51,15 @@ def _open(p: Path) -> Image.Image:
         raise InputError(f"{p}: is a directory, not an image file")
     if not p.exists():
         raise InputError(f"{p}: file not found")
+    return _load(lambda: p, p)
+
+
+def _load(source, p) -> Image.Image:
+    """Open ``source()`` (a path or a fresh file object) with Pillow; errors name ``p``."""
     try:
-        with Image.open(p) as probe:  # verify() checks PNG chunk CRCs; it consumes the image
+        with Image.open(source()) as probe:  # verify() checks PNG chunk CRCs; it consumes it
             probe.verify()
-        img = Image.open(p)
+        img = Image.open(source())
         img.load()
     except UnidentifiedImageError:
         raise InputError(f"{p}: not an image file Pillow can read") from None
@@ -66,7 +72,15 @@ def _open(p: Path) -> Image.Image:
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """Read a single-frame grayscale or colour image as float32 ``(y, x)`` plus metadata."""
     p = Path(path)
-    img = _open(p)
+    return _read(_open(p), p)
+
+
+def read_image_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, dict]:
+    """:func:`read_image` of a file's bytes held in memory (errors name ``name``)."""
+    return _read(_load(lambda: io.BytesIO(data), name), name)
+
+
+def _read(img: Image.Image, p) -> tuple[np.ndarray, dict]:
     try:
         n_frames = int(getattr(img, "n_frames", 1))
         if n_frames > 1:
