@@ -113,12 +113,36 @@ def _scaling(value: str):
     return v
 
 
+def _reconstruct(args, opts, ksp, maps, mask, prior, scaling, progress):
+    """The chosen method with the resolved settings: ``(x, std, var, samples, scale)`` (the
+    last four but ``scale`` are None for pics)."""
+    from mriprior.recon.posterior import fast_posterior, langevin_posterior, prior_pics
+
+    if args.method == "pics":
+        x, scale = prior_pics(ksp, maps, prior, lam=opts["lam"], max_iter=opts["iters"],
+                              mask=mask, scaling=scaling, callback=progress,
+                              support=args.support)
+        return x, None, None, None, scale
+    keep = args.samples is not None
+    if args.method == "fast":
+        r = fast_posterior(ksp, maps, prior, mask=mask, chains=opts["chains"], nfe=opts["nfe"],
+                           sigma_start=opts["sigma_start"], eta=args.eta, cg_iters=args.cg,
+                           scaling=scaling, seed=args.seed, keep_samples=keep,
+                           callback=progress, support=args.support)
+    else:
+        r = langevin_posterior(ksp, maps, prior, mask=mask, chains=opts["chains"],
+                               n_levels=args.levels, skip=args.skip, steps=args.steps,
+                               lam=opts["lam"], noise_var=args.noise_var, scaling=scaling,
+                               seed=args.seed, keep_samples=keep, callback=progress,
+                               support=args.support)
+    return r.mmse, r.std, r.var, r.samples, r.scale
+
+
 def run(args):
     import torch
     from tqdm import tqdm
 
-    from mriprior.recon.posterior import (credibility_map, fast_posterior, langevin_posterior,
-                                          prior_pics)
+    from mriprior.recon.posterior import credibility_map
     from mriprior.recon.priors import load_image_prior
 
     dev = device(args.device)
@@ -148,28 +172,9 @@ def run(args):
             bar.n = done
             bar.refresh()
 
-    std = var = samples = None
     with torch.no_grad():
-        if args.method == "pics":
-            x, scale = prior_pics(ksp, maps, prior, lam=opts["lam"],
-                                  max_iter=opts["iters"], mask=mask, scaling=scaling,
-                                  callback=progress, support=args.support)
-        else:
-            keep = args.samples is not None
-            if args.method == "fast":
-                r = fast_posterior(ksp, maps, prior, mask=mask, chains=opts["chains"],
-                                   nfe=opts["nfe"], sigma_start=opts["sigma_start"],
-                                   eta=args.eta, cg_iters=args.cg, scaling=scaling, seed=args.seed,
-                                   keep_samples=keep, callback=progress,
-                                   support=args.support)
-            else:
-                r = langevin_posterior(ksp, maps, prior, mask=mask, chains=opts["chains"],
-                                       n_levels=args.levels, skip=args.skip, steps=args.steps,
-                                       lam=opts["lam"],
-                                       noise_var=args.noise_var, scaling=scaling,
-                                       seed=args.seed, keep_samples=keep, callback=progress,
-                                       support=args.support)
-            x, std, var, samples, scale = r.mmse, r.std, r.var, r.samples, r.scale
+        x, std, var, samples, scale = _reconstruct(args, opts, ksp, maps, mask, prior, scaling,
+                                                   progress)
     if bar is not None:
         bar.close()
     shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
