@@ -196,19 +196,13 @@ def augment(x0: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Random dihedral transform (8 flips / 90-degree rotations, square images) and a random
     global phase per image; ``x0`` (b, 2, y, x) real/imaginary channels."""
     b = x0.shape[0]
-    k = torch.randint(0, 8, (b,), generator=g, device=x0.device).tolist()
-    square = x0.shape[-1] == x0.shape[-2]
-    out = []
-    for i in range(b):
-        v = x0[i]
-        if k[i] & 1:
-            v = v.flip(-1)
-        if k[i] & 2:
-            v = v.flip(-2)
-        if k[i] & 4 and square:
-            v = v.transpose(-1, -2)
-        out.append(v)
-    v = torch.stack(out)
+    k = torch.randint(0, 8, (b,), generator=g, device=x0.device)
+    ops = [(1, lambda t: t.flip(-1)), (2, lambda t: t.flip(-2))]
+    if x0.shape[-1] == x0.shape[-2]:
+        ops.append((4, lambda t: t.transpose(-1, -2)))
+    v = x0
+    for bit, op in ops:  # whole-batch selects: no per-image loop, no host sync on the hot path
+        v = torch.where(((k & bit) != 0).view(b, 1, 1, 1), op(v), v)
     phi = torch.rand(b, generator=g, device=x0.device) * (2 * math.pi)
     c, s = torch.cos(phi)[:, None, None], torch.sin(phi)[:, None, None]
     re, im = v[:, 0], v[:, 1]

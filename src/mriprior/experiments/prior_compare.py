@@ -38,8 +38,8 @@ import torch
 from mriprior.data.dataset import open_dataset
 from mriprior.errors import InputError
 from mriprior.priors.export import prior_files
-from mriprior.experiments.recon_cases import PATTERNS, pick_slices, real_case, simulated_case
-from mriprior.metrics import evaluate
+from mriprior.experiments.recon_cases import (PATTERNS, pick_slices, real_case, score,
+                                              simulated_case)
 from mriprior.recon.classical import pics, sense_combine
 from mriprior.recon.posterior import fast_posterior, prior_pics
 from mriprior.recon.priors import load_image_prior
@@ -90,11 +90,6 @@ def _best(val_psnr: dict, grid, what: str, log, upper: float | None = None) -> f
     if len(vals) > 2 and best in (vals[0], vals[-1]) and not at_limit:
         log(f"  note: best {what} {best} is at the edge of the grid {vals}")
     return best
-
-
-def _score(case, img) -> dict:
-    r = evaluate(case["ref"], img, scale=case["scale"])
-    return {"psnr": float(r["psnr"]), "ssim": float(r["ssim"]), "nmse": float(r["nmse"])}
 
 
 class _Store:
@@ -166,7 +161,7 @@ def run_prior_comparison(priors: dict, data, out, real=None, n_slices: int = 2,
             l1v = t.setdefault("l1_val_psnr", {})
             for lam in l1_grid:
                 if str(float(lam)) not in l1v:
-                    l1v[str(float(lam))] = _score(val, pics(val["ksp"], val["maps"], "l1", lam,
+                    l1v[str(float(lam))] = score(val, pics(val["ksp"], val["maps"], "l1", lam,
                                                             100, rescale=True)[0])["psnr"]
                     store.save()
             t["l1"] = _best(l1v, l1_grid, "L1 lambda", log)
@@ -175,13 +170,13 @@ def run_prior_comparison(priors: dict, data, out, real=None, n_slices: int = 2,
                 vp = tk.setdefault("val_psnr", {"pics": {}, "fast": {}})
                 for lam in pics_grid:
                     if str(float(lam)) not in vp["pics"]:
-                        vp["pics"][str(float(lam))] = _score(val, prior_pics(
+                        vp["pics"][str(float(lam))] = score(val, prior_pics(
                             val["ksp"], val["maps"], prior(name), lam=lam,
                             max_iter=pics_iters)[0])["psnr"]
                         store.save()
                 for sg in sigma_grid:
                     if str(float(sg)) not in vp["fast"]:
-                        vp["fast"][str(float(sg))] = _score(val, fast_posterior(
+                        vp["fast"][str(float(sg))] = score(val, fast_posterior(
                             val["ksp"], val["maps"], prior(name), chains=2, nfe=nfe,
                             sigma_start=sg, seed=0).mmse)["psnr"]
                         store.save()
@@ -231,7 +226,7 @@ def run_prior_comparison(priors: dict, data, out, real=None, n_slices: int = 2,
                             want_images and not Path(entry.get("image", "")).exists()):
                         t0 = time.perf_counter()
                         x = fn()
-                        entry = {**_score(case, x), "seconds": time.perf_counter() - t0,
+                        entry = {**score(case, x), "seconds": time.perf_counter() - t0,
                                  "case": cname, "group": group, "pattern": kind,
                                  "accel": float(case["accel"]), "method": mname,
                                  "param": params[mname]}
