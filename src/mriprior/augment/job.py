@@ -35,11 +35,12 @@ import torch
 
 from mriprior.augment.phase import (METHODS, conditional_phase, gan_phase, langevin_phase,
                                     smooth_phase, zero_phase)
-from mriprior.data.dataset import DatasetWriter, open_dataset
+from mriprior.data.dataset import DatasetWriter, check_output, open_dataset
 from mriprior.data.open_data import sha256_file
 from mriprior.data.simulate import slice_seed
 from mriprior.diffusion.losses import PARAMETRISATIONS
 from mriprior.errors import InputError
+from mriprior.io.files import atomic_write, atomic_write_text, locks_output
 from mriprior.priors.export import prior_files
 
 __all__ = ["AugmentSettings", "augment_dataset", "work_dir"]
@@ -87,17 +88,6 @@ class AugmentSettings:
 def work_dir(out) -> Path:
     out = Path(out)
     return out.with_name(out.name + PARTS_SUFFIX)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename to ``path`` (same folder); no partial file on a kill."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _chunk_path(parts: Path, c: int) -> Path:
@@ -190,7 +180,7 @@ def _do_chunk(ds, src_path, c, settings, phaser, batch, parts, callback=None) ->
             f.flush()
             os.fsync(f.fileno())
 
-    _atomic_write(_chunk_path(parts, c), write)
+    atomic_write(_chunk_path(parts, c), write)
 
 
 def _load_chunk(path: Path):
@@ -212,6 +202,7 @@ def _finished(out: Path, job: dict) -> bool:
     return done == job
 
 
+@locks_output("out", "augment")
 def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, device="cpu",
                     rank: int | None = None, world_size: int | None = None,
                     overwrite: bool = False, progress=None, log=print,
@@ -257,6 +248,8 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
     if out.exists() and not overwrite:
         raise InputError(f"{out}: already exists and is not this job's finished output "
                          "(use --force to replace it)")
+    check_output(out, overwrite)
+    created = not parts.exists()
     parts.mkdir(parents=True, exist_ok=True)
     jpath = parts / "job.json"
     if jpath.exists():
@@ -266,15 +259,20 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
                              f"{_diff(old.get('settings', {}), job['settings']) or _diff(old, job)}"
                              f"; use the same settings, or delete {parts}")
     else:  # every rank may write it: same content, atomic
-        _atomic_write(jpath, lambda t: t.write_text(json.dumps(job, indent=1)))
+        atomic_write_text(jpath, json.dumps(job, indent=1))
     n_chunks = -(-len(ds) // settings.chunk)
     mine = [c for c in range(n_chunks) if c % world_size == rank
             and not _chunk_path(parts, c).exists()]
     t0 = time.perf_counter()
-    for j, c in enumerate(mine):
-        _do_chunk(ds, src, c, settings, phaser, batch, parts)
-        if progress is not None:
-            progress(j + 1, len(mine))
+    try:
+        for j, c in enumerate(mine):
+            _do_chunk(ds, src, c, settings, phaser, batch, parts)
+            if progress is not None:
+                progress(j + 1, len(mine))
+    except BaseException:  # a failed first chunk (full disk, bad model) leaves nothing behind
+        if created and world_size == 1 and not any(parts.glob("chunk-*.npz")):
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
     elapsed = time.perf_counter() - t0
     summary = {"out": str(out), "chunks_done": len(mine), "chunks": n_chunks,
                "seconds": elapsed, "rank": rank, "world_size": world_size}

@@ -26,7 +26,7 @@ def check_finite(arr, path: str, what: str) -> None:
     a = np.asarray(arr)
     if not np.isfinite(a).all():
         bad = np.unravel_index(int(np.argmin(np.isfinite(a).ravel())), a.shape)
-        raise InputError(f"{path}: {what} contains NaN or Inf (first at BART index "
+        raise InputError(f"{path}: NaN or Inf in {what} (first at BART index "
                          f"{tuple(int(i) for i in bad)})")
 
 
@@ -66,3 +66,22 @@ def load_pattern(path: str, layout: BartLayout, dev) -> torch.Tensor:
     if p.ndim == 3 and p.shape[0] != 1:
         raise InputError(f"{path}: pattern must have 1 coil, got {p.shape[0]}")
     return torch.from_numpy(np.ascontiguousarray(p.real)).reshape(1, 1, *p.shape[-2:]).to(dev)
+
+
+def parse_sizes(text: str, layout: BartLayout, option: str) -> tuple[int, int]:
+    """``N``, ``x:y`` or ``d0:d1:d2`` -> ``(y, x)`` sizes in the slice plane of ``layout``."""
+    try:
+        vals = [int(t) for t in str(text).split(":")]
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected N, x:y or d0:d1:d2 integers") from None
+    if len(vals) == 1:
+        vals = vals * 3
+    elif len(vals) == 2:
+        both = {layout.x_dim: vals[0], layout.y_dim: vals[1]}
+        vals = [both.get(d, 1) for d in range(3)]
+    elif len(vals) != 3:
+        raise InputError(f"{option} {text!r}: expected N, x:y or d0:d1:d2 integers")
+    y, x = vals[layout.y_dim], vals[layout.x_dim]
+    if x < 1 or y < 1:
+        raise InputError(f"{option} {text!r}: sizes must be positive")
+    return y, x

@@ -51,20 +51,17 @@ def add_arguments(p):
 
 
 def _device(name: str):
+    """--device, checked; under torchrun plain ``cuda`` means this rank's GPU (LOCAL_RANK)."""
     import os
 
     import torch
 
-    from mriprior.errors import InputError
+    from mriprior.cli._common import device
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {name}: CUDA is not available")
-        if name == "cuda" and "LOCAL_RANK" in os.environ:
-            return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
-    return torch.device(name)
+    dev = device(name)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    return dev
 
 
 def run(args) -> int:
@@ -88,7 +85,8 @@ def run(args) -> int:
         if args.quiet:
             return
         if bar is None:
-            bar = tqdm(total=total, unit="chunk", desc=f"augment (rank {rank})", file=sys.stderr)
+            bar = tqdm(total=total, unit="chunk", desc=f"augment (rank {rank})", file=sys.stderr,
+                       disable=None)
         bar.n = done
         bar.refresh()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mriprior.cli.ecalib import load_kspace, parse_sizes
+from mriprior.cli._common import load_kspace, parse_sizes
 from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
 from mriprior.physics.coils import coil_compression_matrix, compress_coils
@@ -36,7 +36,7 @@ def add_arguments(p):
 def run(args):
     if args.n_virtual is None and not args.matrix:
         raise InputError("give -p N (number of virtual coils) or -M (write the matrix)")
-    layout, ksp = load_kspace(args.ksp)
+    ksp, layout = load_kspace(args.ksp, "cpu")
     coils = ksp.shape[1]
     n = coils if args.matrix or args.n_virtual == 0 else args.n_virtual
     if not 1 <= n <= coils:

@@ -68,7 +68,7 @@ class _Progress:
         if self.bar is None:
             from tqdm import tqdm
             self.bar = tqdm(total=total, unit="file", file=sys.stderr, desc="importing",
-                            dynamic_ncols=True, leave=False)
+                            dynamic_ncols=True, leave=False, disable=None)
         self.bar.update(done - self.bar.n)
 
     def close(self):

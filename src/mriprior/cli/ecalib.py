@@ -14,10 +14,10 @@ error (the message gives the largest fully sampled size) rather than shrunk sile
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from mriprior.cli._common import load_kspace, parse_sizes
 from mriprior.errors import InputError
-from mriprior.io.cfl import COIL_DIM, BartLayout, read_cfl, write_cfl
+from mriprior.io.cfl import write_cfl
 from mriprior.physics.espirit import espirit
 
 
@@ -38,35 +38,8 @@ def add_arguments(p):
     p.add_argument("ev_maps", metavar="EV_MAPS", nargs="?", help="optional eigenvalue maps")
 
 
-def parse_sizes(text: str, layout: BartLayout, option: str) -> tuple[int, int]:
-    """``N``, ``x:y`` or ``d0:d1:d2`` -> ``(y, x)`` sizes in the slice plane of ``layout``."""
-    try:
-        vals = [int(t) for t in str(text).split(":")]
-    except ValueError:
-        raise InputError(f"{option} {text!r}: expected N, x:y or d0:d1:d2 integers") from None
-    if len(vals) == 1:
-        vals = vals * 3
-    elif len(vals) == 2:
-        both = {layout.x_dim: vals[0], layout.y_dim: vals[1]}
-        vals = [both.get(d, 1) for d in range(3)]
-    elif len(vals) != 3:
-        raise InputError(f"{option} {text!r}: expected N, x:y or d0:d1:d2 integers")
-    y, x = vals[layout.y_dim], vals[layout.x_dim]
-    if x < 1 or y < 1:
-        raise InputError(f"{option} {text!r}: sizes must be positive")
-    return y, x
-
-
-def load_kspace(name: str) -> tuple[BartLayout, torch.Tensor]:
-    """A BART k-space file -> its layout and a ``(1, coil, y, x)`` complex64 tensor."""
-    arr = read_cfl(name)
-    layout = BartLayout.from_dims(arr.shape, name)
-    ksp = layout.to_torch(arr, name, max_dim=COIL_DIM)  # (coil, y, x)
-    return layout, torch.from_numpy(ksp)[None]
-
-
 def run(args):
-    layout, ksp = load_kspace(args.ksp)
+    ksp, layout = load_kspace(args.ksp, "cpu")
     calib = parse_sizes(args.calib, layout, "-r")
     ky, kx = parse_sizes(args.kernel, layout, "-k")
     if ky != kx:

@@ -2,13 +2,17 @@
 
 Each sub-command module ``mriprior.cli.<name>`` defines ``add_arguments(parser)`` and
 ``run(args)``. Commands are thin: parse -> load -> call the library -> write. A user error
-(:class:`mriprior.InputError`, or a bad flag) prints one line and exits with code 2.
+(:class:`mriprior.InputError`, a bad flag, or a file-system error such as a full disk) prints one
+line and exits with code 2; ``--debug`` anywhere on the line shows the traceback instead.
+Ctrl-C exits with 130. Exit codes: 0 done, 1 an internal error (a bug: a traceback),
+2 bad input or environment (one line naming the file / option at fault), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
@@ -52,14 +56,28 @@ def build_parser(name: str) -> argparse.ArgumentParser:
 
 def _usage() -> str:
     lines = [f"mriprior {__version__}: MRI reconstruction with generative image priors",
-             "", "usage: mriprior <command> [options]   (mriprior <command> --help)", "",
+             "", "usage: mriprior <command> [options] [--debug]   (mriprior <command> --help)",
+             "",
              "commands:"]
     lines += [f"  {n:<9} {h}" for n, (_, h) in COMMANDS.items()]
     return "\n".join(lines)
 
 
+def _os_message(e: OSError) -> str:
+    """``PATH: reason`` for a file-system error (no space, is a directory, permission, ...)."""
+    what = e.strerror or str(e)
+    where = e.filename2 if e.filename2 is not None else e.filename  # a rename: its target
+    if where is None:
+        return what
+    if isinstance(e, FileExistsError) and os.path.exists(where) and not os.path.isdir(where):
+        what = "exists and is not a folder"
+    return f"{where}: {what}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # anywhere on the line: show tracebacks instead of one line
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -67,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     name = argv[0]
+    label = f"{name} {argv[1]}" if name == "data" and len(argv) > 1 and argv[1].isalpha() \
+        else name  # "mriprior data import: error: ..."
     if name not in COMMANDS:
         print(f"mriprior: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
@@ -74,14 +94,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
 
     def _note(message, category, filename, lineno, file=None, line=None):
-        print(f"mriprior {name}: note: {message}", file=sys.stderr)
+        print(f"mriprior {label}: note: {message}", file=sys.stderr)
 
     try:
         warnings.showwarning = _note
         args._run(args)
     except InputError as e:
-        print(f"mriprior {name}: error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"mriprior {label}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # file system: no space, is a directory, permission, ...
+        if debug:
+            raise
+        print(f"mriprior {label}: error: {_os_message(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if debug:
+            raise
+        print(f"mriprior {label}: error: out of memory (try a smaller --batch or input)",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mriprior {label}: interrupted (finished outputs are kept; rerun to resume)",
+              file=sys.stderr)
+        return 130
     return 0
 
 

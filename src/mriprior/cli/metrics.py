@@ -39,6 +39,12 @@ def _images(path):
 def run(args):
     ref, rs = _images(args.reference)
     rec, cs = _images(args.reconstruction)
+    for img, path in ((ref, args.reference), (rec, args.reconstruction)):
+        if not np.isfinite(img).all():
+            raise InputError(f"{path}: contains NaN or Inf")
+    if not bool((ref != 0).any()):
+        raise InputError(f"{args.reference}: the reference is zero everywhere (its data range is "
+                         "0, so PSNR / SSIM are undefined)")
     if rs != cs:
         raise InputError(f"{args.reference} has dims {_dims(rs)} but {args.reconstruction} has "
                          f"{_dims(cs)}")

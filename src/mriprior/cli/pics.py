@@ -110,7 +110,7 @@ def run(args):
               "phase there, so its image differs from this one by a phase", file=sys.stderr)
     x = x * phase
     check_output(x, "image")
-    print(f"Inverse scaling of the data: {float(scale[0]):g}", file=sys.stderr)
     out = x[0].cpu().numpy()  # (maps, y, x)
     bart = layout.to_bart(out[:, None])  # (x, y, 1 coil, maps) with the third spatial dim
     write_cfl(args.output, bart, command="mriprior pics " + " ".join(sys.argv[2:]))
+    print(f"Inverse scaling of the data: {float(scale[0]):g}", file=sys.stderr)

@@ -59,8 +59,11 @@ def run(args):
     if args.accel is not None:
         if args.accel_y is not None or args.accel_z is not None:
             raise InputError("--accel targets the total acceleration: give it or -y/-z, not both")
-        m = poisson_disc(shape, args.accel, calib=args.calib, seed=args.seed,
-                         variable_density=args.vd, ellipse=args.ellipse)
+        try:
+            m = poisson_disc(shape, args.accel, calib=args.calib, seed=args.seed,
+                             variable_density=args.vd, ellipse=args.ellipse)
+        except InputError as e:
+            raise InputError(f"--accel {args.accel:g}: {e}") from None
         target = f"target R = {args.accel:g}"
     else:
         ay, az = args.accel_y or 1.0, args.accel_z or 1.0

@@ -164,7 +164,7 @@ def run(args):
         raise InputError(f"--batch must be >= 1, got {args.batch}")
     opts = resolve(args, prior)
     bar = None if args.quiet else tqdm(total=1, desc=f"recon ({args.method})", unit="step",
-                                       file=sys.stderr)
+                                       file=sys.stderr, disable=None)
 
     def progress(done, total):
         if bar is not None:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mriprior.cli._common import device
+from mriprior.cli._common import check_output, device
 from mriprior.errors import InputError
 from mriprior.experiments.report import save_figure
+from mriprior.io.files import atomic_write
 
 
 def add_arguments(p):
@@ -46,6 +47,13 @@ def run(args):
     from mriprior.priors.export import load_prior
     from mriprior.priors.sampling import sample_prior
 
+    for flag, v in (("--n", args.n), ("--steps", args.steps)):
+        if v < 1:
+            raise InputError(f"{flag} {v}: must be >= 1")
+    if args.size is not None and min(args.size) < 1:
+        raise InputError(f"--size {' '.join(map(str, args.size))}: sizes must be >= 1")
+    if not args.temperature > 0:
+        raise InputError(f"--temperature {args.temperature}: must be > 0")
     dev = device(args.device)
     net, meta = load_prior(args.prior, device=dev)
     pixelcnn = meta.get("prior_type", "diffusion") == "pixelcnn"
@@ -59,9 +67,11 @@ def run(args):
                      seed=args.seed, device=dev, callback=lambda _: bar.update(),
                      temperature=args.temperature)
     bar.close()
+    check_output(x, "sample")
     x = x.cpu().numpy()
     if args.save:
-        np.save(args.save, x)
+        save = args.save if args.save.endswith(".npy") else args.save + ".npy"  # as np.save
+        atomic_write(save, lambda t: np.save(t, x))
     _grid(args.out, x)
     how = (f"pixelcnn ancestral, temperature {args.temperature:g}" if pixelcnn else
            f"{args.sampler}, {args.steps} levels")

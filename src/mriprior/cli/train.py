@@ -31,12 +31,9 @@ def add_arguments(p):
 
 
 def _marker(path, key) -> bool:
-    import yaml
+    from mriprior.priors.config import read_yaml
 
-    try:
-        raw = yaml.safe_load(open(path))
-    except (OSError, yaml.YAMLError):
-        return False  # load_config reports it
+    raw = read_yaml(path)
     return isinstance(raw, dict) and raw.get(key) is True
 
 
@@ -47,14 +44,12 @@ def _is_gan(path) -> bool:
 def _run_gan(args):
     from pathlib import Path
 
-    import yaml
-
     from mriprior.errors import InputError
-    from mriprior.priors.config import apply_overrides
+    from mriprior.priors.config import apply_overrides, read_yaml
     from mriprior.priors.gan import train_gan
 
     p = Path(args.config)
-    raw = yaml.safe_load(p.read_text())
+    raw = read_yaml(p)
     over = {}
     if args.steps is not None:
         over["train.steps"] = args.steps

@@ -34,8 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from mriprior.errors import InputError
+from mriprior.io.files import _named, atomic_write_json, check_replaceable
 
-__all__ = ["DatasetWriter", "Dataset", "open_dataset", "FORMAT", "VERSION"]
+__all__ = ["DatasetWriter", "Dataset", "open_dataset", "check_output", "is_dataset", "FORMAT",
+           "VERSION"]
 
 FORMAT = "mriprior-dataset"
 VERSION = 1
@@ -43,15 +45,21 @@ KINDS = {"magnitude": np.float32, "complex": np.complex64}
 SPLITS = ("train", "val", "test")
 
 
-def _atomic_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+def is_dataset(path) -> bool:
+    """True when ``path`` holds an mriprior dataset manifest (the only folders --force replaces)."""
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        return json.loads((Path(path) / "manifest.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_output(out, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless ``overwrite``, and then only if it is an mriprior
+    dataset or an empty folder (never a user's folder of other files)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists (use overwrite / --force to replace it)")
+    check_replaceable(out, is_dataset, "an mriprior dataset")
 
 
 class DatasetWriter:
@@ -68,8 +76,7 @@ class DatasetWriter:
         if kind not in KINDS:
             raise InputError(f"dataset kind must be one of {sorted(KINDS)}, not {kind!r}")
         self.out = Path(out_dir)
-        if self.out.exists() and not overwrite:
-            raise InputError(f"{self.out}: already exists (use overwrite / --force to replace)")
+        check_output(self.out, overwrite)
         self.kind, self.dtype = kind, KINDS[kind]
         self.shape = tuple(int(s) for s in shape)
         if len(self.shape) != 2 or min(self.shape) < 1:
@@ -110,7 +117,10 @@ class DatasetWriter:
         if not self._buf:
             return
         name = f"shards/shard-{len(self.shards):05d}.npy"
-        np.save(self.tmp / name, np.stack(self._buf))
+        try:
+            np.save(self.tmp / name, np.stack(self._buf))
+        except OSError as e:  # numpy reports a short write without errno or file name
+            raise _named(e, self.out) from None
         self.shards.append({"file": name, "count": len(self._buf)})
         self._buf = []
 
@@ -124,7 +134,7 @@ class DatasetWriter:
                     "count": len(self.records), "shards": self.shards,
                     "options": self.options, "provenance": self.provenance,
                     "summary": self.summary, "slices": self.records}
-        _atomic_json(self.tmp / "manifest.json", manifest)
+        atomic_write_json(self.tmp / "manifest.json", manifest)
         old = None
         if self.out.exists():
             old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")

@@ -150,8 +150,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mriprior.data.dataset import DatasetWriter
+from mriprior.data.dataset import DatasetWriter, check_output
 from mriprior.errors import InputError
+from mriprior.io.files import locks_output
 
 __all__ = ["import_dataset", "format_summary", "salt_file", "load_salt", "subject_hash",
            "split_of", "fit_slice", "normalize_slice", "is_empty", "FORMATS"]
@@ -956,6 +957,7 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+@locks_output("out_dir", "data import")
 def import_dataset(sources, out_dir, *, shape=(256, 256), resize="fit", normalize="max",
                    axes=("z",), kind="auto", combine="espirit", split=(0.8, 0.1, 0.1),
                    salt=None, subject_from="auto", workers=1, overwrite=False, min_signal=0.05,
@@ -987,8 +989,7 @@ def import_dataset(sources, out_dir, *, shape=(256, 256), resize="fit", normaliz
     if workers < 1:
         raise InputError(f"workers={workers!r}: must be a positive integer")
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists (use overwrite=True / --force to replace it)")
+    check_output(out, overwrite)
     if salt is not None and not str(salt):
         raise InputError("salt='': give a non-empty salt, or none to use the per-user secret")
     salt_text = str(salt) if salt is not None else load_salt()

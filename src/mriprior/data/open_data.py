@@ -46,7 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mriprior.data.dataset import check_output
 from mriprior.errors import InputError
+from mriprior.io.files import locks_output
 
 __all__ = ["Archive", "Member", "SourceFile", "SOURCES", "ARCHIVES", "DEFAULT_SOURCES", "SALT",
            "default_cache_dir", "download_archive", "extract_deb", "extract_wheel",
@@ -615,6 +617,7 @@ def _move_into_place(built: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@locks_output("out_dir", "data open")
 def build_open_corpus(out_dir, cache_dir=None, *, sources=DEFAULT_SOURCES, shape=(256, 256),
                       axes=("x", "y", "z"), overwrite: bool = False, verify: bool = True,
                       workers: int = 1, min_signal: float = 0.05, log=None) -> dict:
@@ -636,8 +639,7 @@ def build_open_corpus(out_dir, cache_dir=None, *, sources=DEFAULT_SOURCES, shape
     t0 = time.perf_counter()
     names = parse_sources(sources)
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists (use overwrite / --force to replace it)")
+    check_output(out, overwrite)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     skipped: dict[str, str] = {}
     files = fetch_sources(cache, names, verify=verify, skipped=skipped, log=log)

@@ -40,8 +40,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mriprior.data.dataset import DatasetWriter, open_dataset
+from mriprior.data.dataset import DatasetWriter, check_output, open_dataset
 from mriprior.errors import InputError
+from mriprior.io.files import locks_output
 from mriprior.physics.phantom import birdcage_maps
 from mriprior.physics.simulate import (estimate_noise_covariance, simulate_multicoil,
                                        snr_to_sigma)
@@ -923,6 +924,7 @@ class KSpaceShards:
         return self.ksp[s][i - self._starts[s]], self.maps[s][i - self._starts[s]]
 
 
+@locks_output("out", "data simulate")
 def simulate_dataset(src, out, seed: int = 0, model: PhaseModel = PhaseModel(),
                      kspace: KSpaceOptions | None = None, overwrite: bool = False,
                      batch_size: int = 16, device=None, progress=None) -> dict:
@@ -948,6 +950,7 @@ def simulate_dataset(src, out, seed: int = 0, model: PhaseModel = PhaseModel(),
     ds = open_dataset(src)
     if ds.kind != "magnitude":
         raise InputError(f"{src}: a {ds.kind!r} dataset; simulate expects a magnitude dataset")
+    check_output(out, overwrite)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     options = {"simulate": {"seed": int(seed), "model": model.to_dict(),
                             "kspace": None if kspace is None else kspace.to_dict()},

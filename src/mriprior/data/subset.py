@@ -19,6 +19,7 @@ import numpy as np
 
 from mriprior.data.dataset import SPLITS, DatasetWriter, open_dataset
 from mriprior.errors import InputError
+from mriprior.io.files import locks_output
 
 __all__ = ["subset_indices", "subset_dataset"]
 
@@ -38,6 +39,7 @@ def subset_indices(records: list[dict], n: int, splits=SPLITS, seed: int = 0) ->
     return np.sort(eligible[perm[:n]])
 
 
+@locks_output("out", "data subset")
 def subset_dataset(src, out, n: int, splits=SPLITS, seed: int = 0, keep=(),
                    overwrite: bool = False) -> dict:
     """Write ``n`` random slices of dataset ``src`` (drawn from ``splits``) plus every slice of

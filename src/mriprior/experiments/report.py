@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from mriprior.io.files import atomic_write, atomic_write_text
+
 
 def replace_section(path, head: str, section: str) -> None:
     """Put ``section`` (starting with the ``## ...`` line ``head``) into the markdown file
@@ -16,10 +18,7 @@ def replace_section(path, head: str, section: str) -> None:
         text = text[:start] + section.rstrip("\n") + "\n" + (text[nxt:] if nxt >= 0 else "")
     else:
         text = (text.rstrip("\n") + "\n\n" if text else "") + section.rstrip("\n") + "\n"
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def save_figure(fig, path, dpi: int = 100) -> None:
@@ -27,12 +26,7 @@ def save_figure(fig, path, dpi: int = 100) -> None:
     temporary name in the same folder, then renamed, so no half-written figure is left."""
     import matplotlib.pyplot as plt
 
-    path = os.fspath(path)
-    tmp = path + ".tmp.png"
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
+        atomic_write(path, lambda t: fig.savefig(t, dpi=dpi, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from mriprior.errors import InputError
+from mriprior.io.files import make_parent
 
 __all__ = ["read_cfl", "write_cfl", "BartLayout", "NDIMS", "COIL_DIM", "MAPS_DIM"]
 
@@ -68,7 +68,9 @@ def read_cfl(name: str | os.PathLike, mmap: bool = False, squeeze: bool = True) 
     """
     dims = read_header(name)
     cfl = _base(name) + ".cfl"
-    n = int(np.prod(dims))
+    n = 1
+    for d in dims:  # Python ints: np.prod would wrap around for huge headers
+        n *= d
     try:
         size = os.path.getsize(cfl)
     except FileNotFoundError:
@@ -103,7 +105,7 @@ def write_cfl(name: str | os.PathLike, array, command: str | None = None) -> Non
     dims = list(arr.shape) + [1] * (NDIMS - arr.ndim)
     base = _base(name)
     d = os.path.dirname(os.path.abspath(base))
-    os.makedirs(d, exist_ok=True)
+    make_parent(base)
     hdr = "# Dimensions\n" + "".join(f"{x} " for x in dims) + "\n"
     if command:
         hdr += f"# Command\n{command} \n"

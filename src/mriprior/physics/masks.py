@@ -324,6 +324,10 @@ def poisson_disc(shape, accel: float, calib=(20, 20), seed: int = 0,
         return arr, n_total / arr.sum()
 
     arr = _secant(draw, target, _initial_scale(profile, allowed, cal, target), tol, max_iter)
+    got = n_total / arr.sum()
+    if abs(got / target - 1) > tol:
+        raise InputError(f"accel={accel!r} is out of reach within {tol:.0%} on {shape}: the "
+                         f"closest pattern found has {int(arr.sum())} samples, R = {got:.4g}")
     return _mask(arr, target, "poisson")
 
 

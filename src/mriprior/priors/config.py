@@ -45,7 +45,7 @@ from typing import Any, Callable
 
 from mriprior.errors import InputError
 
-__all__ = ["SCHEMA", "SECTIONS", "load_config", "validate_config", "apply_overrides"]
+__all__ = ["SCHEMA", "SECTIONS", "load_config", "validate_config", "apply_overrides", "read_yaml"]
 
 _REQUIRED = object()
 
@@ -172,6 +172,8 @@ def _coerce(path: str, f: Field, v):
         if not _is_int(v):
             raise InputError(f"{path}: expected int, got {_tname(v)}")
     elif k is float:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InputError(f"{path}: must be a finite number, got {v}")
         if not _is_num(v):
             raise InputError(f"{path}: expected number, got {_tname(v)}")
         v = float(v)
@@ -394,8 +396,9 @@ def apply_overrides(raw: Mapping, overrides: Mapping[str, Any]) -> dict:
     return raw
 
 
-def load_config(path, overrides: Mapping[str, Any] | None = None) -> dict:
-    """Read a YAML config, apply ``overrides`` (``{"train.steps": 10}``), validate, resolve."""
+def read_yaml(path):
+    """``yaml.safe_load`` of a config file (no Python tags, no code); an unreadable file or bad
+    YAML is one InputError line naming the file, line and column."""
     import yaml
 
     p = Path(path)
@@ -403,12 +406,24 @@ def load_config(path, overrides: Mapping[str, Any] | None = None) -> dict:
         text = p.read_text()
     except FileNotFoundError:
         raise InputError(f"{p}: config file not found") from None
-    except OSError as e:
-        raise InputError(f"{p}: cannot read config ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{p}: cannot read config ({getattr(e, 'strerror', None) or e})"
+                         ) from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise InputError(f"{p}: invalid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        if "python/" in what or "could not determine a constructor" in what:
+            what += " (Python tags are not allowed in configs)"
+        raise InputError(f"{p}: invalid YAML{where}: {what}") from None
+
+
+def load_config(path, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Read a YAML config, apply ``overrides`` (``{"train.steps": 10}``), validate, resolve."""
+    p = Path(path)
+    raw = read_yaml(p)
     if overrides:
         raw = apply_overrides(raw if isinstance(raw, Mapping) else {}, overrides)
     try:

@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.errors import InputError
+from mriprior.io.files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "prior_files",
            "FORMAT",
@@ -156,21 +155,9 @@ def prior_files(path) -> tuple[Path, Path]:
 _paths = prior_files
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_prior(path, model: torch.nn.Module, meta: dict) -> tuple[Path, Path]:
     """Write ``model``'s state (parameters and buffers) and the sidecar ``meta``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     kind = meta.get("prior_type", "diffusion")
     missing = [k for k in PRIOR_TYPES.get(kind, ()) if k not in meta]
@@ -181,8 +168,9 @@ def save_prior(path, model: torch.nn.Module, meta: dict) -> tuple[Path, Path]:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     from mriprior import __version__
     side = {"format": FORMAT, "version": VERSION, "created_by": f"mriprior {__version__}", **meta}
-    _atomic_write(weights, lambda t: save_file(tensors, t, metadata={"format": FORMAT}))
-    _atomic_write(sidecar, lambda t: Path(t).write_text(json.dumps(side, indent=1)))
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(weights, save(tensors, metadata={"format": FORMAT}))
+    atomic_write_text(sidecar, json.dumps(side, indent=1))
     return weights, sidecar
 
 
@@ -213,7 +201,7 @@ def set_recon_defaults(path, defaults: dict) -> Path:
     meta = read_sidecar(path)
     meta["recon_defaults"] = defaults
     _check_meta(meta, str(sidecar))
-    _atomic_write(sidecar, lambda t: Path(t).write_text(json.dumps(meta, indent=1)))
+    atomic_write_text(sidecar, json.dumps(meta, indent=1))
     return sidecar
 
 

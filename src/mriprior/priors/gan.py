@@ -28,18 +28,17 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mriprior.errors import InputError
+from mriprior.io.files import output_lock
+from mriprior.priors.checkpoints import (list_checkpoints, newest_readable_checkpoint,
+                                         write_checkpoint)
 
 __all__ = ["PhaseGenerator", "PatchDiscriminator", "DEFAULTS", "validate_gan_config",
            "train_gan"]
@@ -116,6 +115,8 @@ class PatchDiscriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------- config
+CKPT_FORMAT = "mriprior-gan-checkpoint"
+
 DEFAULTS = {
     "model": {"base_channels": 32, "depth": 5, "dropout": 0.5, "disc_channels": 32,
               "disc_layers": 3},
@@ -185,24 +186,21 @@ def _fixed(cfg: dict) -> dict:
     return {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "steps"}}
 
 
-def _atomic_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def train_gan(raw, resume: bool = False, base_dir=".", log=print) -> dict:
-    """Train (or resume) the GAN; returns ``{"step", "output", "l1", "weights"}``."""
+    """Train (or resume) the GAN; returns ``{"step", "output", "l1", "weights"}``.
+
+    One job per output folder (``mriprior.io.files.output_lock``); resume continues from the
+    newest readable checkpoint (a truncated newest one is skipped with a warning)."""
+    cfg = validate_gan_config(raw, base_dir)
+    with output_lock(cfg["train"]["output"], "training"):
+        return _train_gan(cfg, resume, log)
+
+
+def _train_gan(cfg: dict, resume: bool, log) -> dict:
     from mriprior.data.dataset import open_dataset
     from mriprior.data.loader import LoaderState, SliceDataset, make_loader
     from mriprior.priors.export import save_prior
 
-    cfg = validate_gan_config(raw, base_dir)
     mc, dc, oc, tc = cfg["model"], cfg["data"], cfg["optim"], cfg["train"]
     out = Path(tc["output"])
     ckdir = out / "checkpoints"
@@ -218,11 +216,11 @@ def train_gan(raw, resume: bool = False, base_dir=".", log=print) -> dict:
     og = torch.optim.Adam(G.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]))
     od = torch.optim.Adam(D.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]))
     start, lstate = 0, 0
-    ckpts = sorted(ckdir.glob("ckpt-*.pt"))
+    ckpts = list_checkpoints(out)
     if resume and ckpts:
-        ck = torch.load(ckpts[-1], weights_only=True)
+        path, ck = newest_readable_checkpoint(out, CKPT_FORMAT)
         if json.dumps(ck["config"], sort_keys=True) != json.dumps(_fixed(cfg), sort_keys=True):
-            raise InputError(f"{ckpts[-1]}: written with a different config (only train.steps "
+            raise InputError(f"{path}: written with a different config (only train.steps "
                              "may change on resume)")
         G.load_state_dict(ck["G"])
         D.load_state_dict(ck["D"])
@@ -246,12 +244,12 @@ def train_gan(raw, resume: bool = False, base_dir=".", log=print) -> dict:
     sums = {"l1": 0.0, "g_adv": 0.0, "d": 0.0, "n": 0}
 
     def save(step):
-        state = {"step": step, "config": _fixed(cfg),
+        state = {"format": CKPT_FORMAT, "step": step, "config": _fixed(cfg),
                  "G": G.state_dict(), "D": D.state_dict(), "opt_G": og.state_dict(),
                  "opt_D": od.state_dict(), "rng": torch.get_rng_state(),
                  "loader": loader.state().as_dict()}
-        _atomic_save(state, ckdir / f"ckpt-{step:08d}.pt")
-        for old in sorted(ckdir.glob("ckpt-*.pt"))[:-tc["keep_last"]]:
+        write_checkpoint(ckdir / f"ckpt-{step:08d}.pt", state)
+        for old in list_checkpoints(out)[:-tc["keep_last"]]:
             old.unlink(missing_ok=True)
         return save_prior(out / "prior", copy.deepcopy(G).cpu().eval(), {**meta, "step": step})
 

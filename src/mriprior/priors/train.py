@@ -47,7 +47,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -65,6 +64,10 @@ from mriprior.diffusion import (EMA, ScoreModel, edm_loss, heldout_dsm_loss, ve_
                                 vp_eps_loss)
 from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.errors import InputError
+from mriprior.io.files import atomic_write_text, output_lock
+from mriprior.priors.checkpoints import (latest_checkpoint, list_checkpoints,  # noqa: F401
+                                         newest_readable_checkpoint, read_checkpoint,
+                                         write_checkpoint)
 from mriprior.priors.export import save_prior
 from mriprior.priors.networks import network_from_config
 from mriprior.priors.pixelcnn import (bits_per_dim, discretized_logistic_mixture_nll,
@@ -133,82 +136,6 @@ def _find_key(obj, key):
             if found is not None:
                 return found
     return None
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda t: Path(t).write_text(text))
-
-
-def list_checkpoints(output) -> list[Path]:
-    """Checkpoints of a run folder, oldest first (by step)."""
-    d = Path(output) / "checkpoints"
-    if not d.is_dir():
-        return []
-    found = []
-    for p in d.glob("ckpt-*.pt"):
-        try:
-            found.append((int(p.stem.split("-", 1)[1]), p))
-        except ValueError:
-            continue
-    return [p for _, p in sorted(found)]
-
-
-def read_checkpoint(path: Path, fmt: str, version: int | None = None) -> dict:
-    """A checkpoint written by one of our engines (``torch.load(weights_only=True)``: tensors
-    and plain types only); InputError if unreadable or not of format ``fmt`` / ``version``."""
-    try:
-        size = os.path.getsize(path)
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        if os.path.exists(path) and size == 0:
-            why = "empty file"
-        elif type(e).__name__ == "UnpicklingError":
-            why = "not a tensors-only PyTorch file: weights-only loading refused it"
-        else:
-            why = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else 'truncated?'}"
-        raise InputError(f"{path}: unreadable checkpoint ({why})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt or (
-            version is not None and ckpt.get("version") != version):
-        raise InputError(f"{path}: not an mriprior {fmt} file")
-    return ckpt
-
-
-def latest_checkpoint(output) -> Path | None:
-    ckpts = list_checkpoints(output)
-    return ckpts[-1] if ckpts else None
-
-
-def newest_readable_checkpoint(output, fmt: str, version: int | None = None
-                               ) -> tuple[Path | None, dict | None]:
-    """``(path, checkpoint)`` of the newest checkpoint that reads back (a truncated newest one,
-    e.g. from a full disk, is skipped with a warning naming it); ``(None, None)`` if there are
-    none; InputError naming the newest if none is readable."""
-    ckpts = list_checkpoints(output)
-    first_error = None
-    for path in reversed(ckpts):
-        try:
-            ckpt = read_checkpoint(path, fmt, version)
-        except InputError as e:
-            first_error = first_error or e
-            warnings.warn(f"{e}; resuming from an older checkpoint")
-            continue
-        return path, ckpt
-    if first_error is not None:
-        raise first_error
-    return None, None
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -280,7 +207,7 @@ class _Logger:
                     continue
                 if isinstance(rec, dict) and rec.get("step", 0) <= resume_step:
                     kept.append(line)
-            _atomic_text(self.path, "".join(line + "\n" for line in kept))
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         try:
@@ -371,9 +298,15 @@ def train(config, resume: bool = False, *, stop_at: int | None = None) -> dict:
                          f"{tcfg['save_every']})")
     ctx = _Dist(tcfg["device"])
     try:
-        return _train(cfg, ctx, resume, stop_at)
+        with rank0_lock(ctx, tcfg["output"]):
+            return _train(cfg, ctx, resume, stop_at)
     finally:
         ctx.close()
+
+
+def rank0_lock(ctx: _Dist, output):
+    """The output lock of a training run, taken by rank 0 (mriprior.io.files.output_lock)."""
+    return output_lock(output, "training") if ctx.rank == 0 else nullcontext()
 
 
 def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
@@ -397,17 +330,19 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         if ckpt["world_size"] != world:
             raise InputError(f"{ckpt_path}: written by {ckpt['world_size']} rank(s), resumed "
                              f"with {world}; exact resume needs the same world size")
+    # -- data (checked before anything is written) ---------------------------------------------
+    ds = open_dataset(dcfg["path"])
+    manifest_sha = hashlib.sha256((Path(dcfg["path"]) / "manifest.json").read_bytes()).hexdigest()
+    try:
+        slices = SliceDataset(ds, split=dcfg["split"], crop=dcfg["crop"], flips=dcfg["flips"],
+                              channels=dcfg["channels"], seed=seed)
+    except InputError as e:
+        raise InputError(f"data.path {dcfg['path']}: {e}") from None
     ctx.barrier()
     if is_main:
         output.mkdir(parents=True, exist_ok=True)
         ckpt_dir.mkdir(exist_ok=True)
-        _atomic_text(output / "config.json", json.dumps(cfg, indent=1))
-
-    # -- data ------------------------------------------------------------------------------------
-    ds = open_dataset(dcfg["path"])
-    manifest_sha = hashlib.sha256((Path(dcfg["path"]) / "manifest.json").read_bytes()).hexdigest()
-    slices = SliceDataset(ds, split=dcfg["split"], crop=dcfg["crop"], flips=dcfg["flips"],
-                          channels=dcfg["channels"], seed=seed)
+        atomic_write_text(output / "config.json", json.dumps(cfg, indent=1))
     start = LoaderState.from_dict(ckpt["loader"]) if ckpt is not None else 0
     loader = make_loader(slices, tcfg["batch_size"], num_workers=dcfg["num_workers"], seed=seed,
                          start_step=start, rank=rank, world_size=world,
@@ -525,7 +460,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
                 "scaler": scaler.state_dict(), "ema": ema.state_dict(),
                 "loader": loader.state().as_dict(), "rng": rng,
             }
-            _atomic_write_bytes(path, lambda t: torch.save(state, t))
+            write_checkpoint(path, state)
             for old in list_checkpoints(output)[:-tcfg["keep_last"]]:
                 old.unlink(missing_ok=True)
             export(step)

@@ -43,11 +43,13 @@ from tqdm import tqdm
 from mriprior.data.dataset import open_dataset
 from mriprior.data.loader import LoaderState, SliceDataset, make_loader
 from mriprior.errors import InputError
+from mriprior.io.files import atomic_write_bytes, atomic_write_text
 from mriprior.priors.config import SCHEMA as PRIOR_SCHEMA
 from mriprior.priors.config import Field, _at_least, _positive, _resolve_path, _section
-from mriprior.priors.train import (_atomic_text, _atomic_write_bytes, _Dist, _git_revision,
-                                   _Logger, _seed, latest_checkpoint, list_checkpoints,
-                                   lr_factor, newest_readable_checkpoint, state_sha256)
+from mriprior.priors.checkpoints import (latest_checkpoint, list_checkpoints,
+                                         newest_readable_checkpoint, write_checkpoint)
+from mriprior.priors.train import (_Dist, _git_revision, _Logger, _seed, lr_factor, rank0_lock,
+                                   state_sha256)
 from mriprior.unrolled.networks import build_network
 from mriprior.unrolled.synth import MASK_KINDS, Synthesizer
 
@@ -126,15 +128,10 @@ def validate_unrolled_config(raw, base_dir=".") -> dict:
 
 
 def load_unrolled_config(path, overrides: dict | None = None) -> dict:
-    import yaml
-
-    from mriprior.priors.config import apply_overrides
+    from mriprior.priors.config import apply_overrides, read_yaml
 
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise InputError(f"{p}: cannot read config ({e})") from None
+    raw = read_yaml(p)
     if overrides:
         raw = apply_overrides(raw, overrides)
     try:
@@ -146,15 +143,15 @@ def load_unrolled_config(path, overrides: dict | None = None) -> dict:
 # ----------------------------------------------------------------------------- export
 def save_network(path, net: nn.Module, meta: dict) -> Path:
     """``path.safetensors`` + ``path.json`` (``{"format", "network", ...meta}``), atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     weights = p.with_suffix(".safetensors")
-    _atomic_write_bytes(weights, lambda t: save_file(state, t))
+    atomic_write_bytes(weights, save(state), fsync=True)
     sidecar = {"format": FORMAT, "version": 1, "network": net.config, **meta}
-    _atomic_text(p.with_suffix(".json"), json.dumps(sidecar, indent=1))
+    atomic_write_text(p.with_suffix(".json"), json.dumps(sidecar, indent=1))
     return weights
 
 
@@ -210,7 +207,8 @@ def train_unrolled(config, resume: bool = False, *, stop_at: int | None = None) 
         cfg = validate_unrolled_config(dict(config), ".")
     ctx = _Dist(cfg["train"]["device"])
     try:
-        return _train(cfg, ctx, resume, stop_at)
+        with rank0_lock(ctx, cfg["train"]["output"]):
+            return _train(cfg, ctx, resume, stop_at)
     finally:
         ctx.close()
 
@@ -237,17 +235,16 @@ def _train(cfg, ctx, resume, stop_at):
         if ckpt["world_size"] != world:
             raise InputError(f"{ckpt_path}: written by {ckpt['world_size']} rank(s), resumed "
                              f"with {world}")
-    ctx.barrier()
-    if is_main:
-        (output / "checkpoints").mkdir(parents=True, exist_ok=True)
-        _atomic_text(output / "config.json", json.dumps(cfg, indent=1))
-
-    ds = open_dataset(dcfg["path"])
+    ds = open_dataset(dcfg["path"])  # checked before anything is written
     if ds.kind != "complex":
         raise InputError(f"data.path {dcfg['path']}: unrolled networks train on complex "
                          f"targets; this dataset is {ds.kind!r}")
     slices = SliceDataset(ds, split=dcfg["split"], crop=dcfg["crop"], flips=dcfg["flips"],
                           channels="complex", seed=seed)
+    ctx.barrier()
+    if is_main:
+        (output / "checkpoints").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output / "config.json", json.dumps(cfg, indent=1))
     shape = slices.crop or tuple(ds.shape)
     synth = Synthesizer(scfg, shape, seed=seed, bank=scfg["bank"])
     start = LoaderState.from_dict(ckpt["loader"]) if ckpt is not None else 0
@@ -300,7 +297,7 @@ def _train(cfg, ctx, resume, stop_at):
                      "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "scaler": scaler.state_dict(), "loader": loader.state().as_dict()}
-            _atomic_write_bytes(path, lambda t: torch.save(state, t))
+            write_checkpoint(path, state)
             for old in list_checkpoints(output)[:-tcfg["keep_last"]]:
                 old.unlink(missing_ok=True)
             save_network(output / "net", copy.deepcopy(net).cpu().eval(), {**meta, "step": step})
