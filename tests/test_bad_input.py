@@ -276,7 +276,7 @@ CASES = [
     Case("metrics-zero-reference", ["metrics", "{d}/ksp_zero", "{d}/ksp_zero"], "ksp_zero"),
     # -- prior files ---------------------------------------------------------------------------
     Case("recon-ksp-nan", RECON + ["--prior", "{d}/prior", "{d}/ksp_nan", "{d}/sens", "{o}/x"],
-         "ksp_nan: k-space"),
+         "ksp_nan: NaN or Inf in k-space"),
     Case("recon-sens-zero", RECON + ["--prior", "{d}/prior", "{d}/ksp", "{d}/sens_zero",
                                      "{o}/x"], "sens_zero"),
     Case("recon-chains-0", RECON + ["--prior", "{d}/prior", "--chains", "0"] + OK + ["{o}/x"],

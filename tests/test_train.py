@@ -213,15 +213,16 @@ def test_checkpoint_contents_and_atomic_writes(tmp_path, dataset, monkeypatch):
             "config", "world_size"} <= set(ck)
     assert ck["step"] == 4 and ck["loader"]["step"] == 4
     assert set(ck["rng"][0]) == {"noise", "torch_cpu"}
-    # A crash while writing a checkpoint leaves the previous ones intact and no partial file.
-    import mriprior.priors.train as tr
+    # A disk filling up while a checkpoint is written leaves the previous ones intact and no
+    # partial file.
+    real = Path.write_bytes
 
-    def boom(obj, path):
-        Path(path).write_bytes(b"partial")
-        raise RuntimeError("disk full")
+    def boom(self, data):
+        real(self, data[:10])
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tr.torch, "save", boom)
-    with pytest.raises(RuntimeError, match="disk full"):
+    monkeypatch.setattr(Path, "write_bytes", boom)
+    with pytest.raises(OSError, match="No space left on device"):
         train(_raw(dataset, out, **{"train.steps": 6, "train.save_every": 2,
                                     "heldout.every": 0}), resume=True)
     assert [p.name for p in list_checkpoints(out)] == ["ckpt-00000002.pt", "ckpt-00000004.pt"]

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("mriprior.cli.data", "datasets: import archives, build the open corpus, simulate"),
     "train": ("mriprior.cli.train", "train a score prior from a YAML config"),
     "sample": ("mriprior.cli.sample", "draw samples from a trained prior into a PNG grid"),
+    "export": ("mriprior.cli.export", "export a prior as TorchScript (BART 1.0's denoiser form)"),
     "augment": ("mriprior.cli.augment", "give a magnitude dataset a phase (complex dataset)"),
     "experiment": ("mriprior.cli.experiment", "run an experiment behind the docs' tables"),
 }

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mriprior.errors import InputError
-from mriprior.io.files import _named, atomic_write_json, check_replaceable
+from mriprior.io.files import DIR_MODE, _named, atomic_write_json, check_replaceable
 
 __all__ = ["DatasetWriter", "Dataset", "open_dataset", "check_output", "is_dataset", "FORMAT",
            "VERSION"]
@@ -87,6 +87,7 @@ class DatasetWriter:
         self.overwrite = overwrite
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.tmp-"))
+        os.chmod(self.tmp, DIR_MODE)  # mkdtemp makes 0700; give what mkdir() would
         (self.tmp / "shards").mkdir()
         self.records: list[dict] = []
         self.shards: list[dict] = []

@@ -77,7 +77,10 @@ def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
 def _sigma_batch(sigma, x: torch.Tensor) -> torch.Tensor:
     """``sigma`` (number, 0-d or ``(batch,)``) -> ``(batch,)`` in ``x``'s real dtype and device."""
     real = x.real.dtype if x.is_complex() else x.dtype
-    sigma = torch.as_tensor(sigma, device=x.device).to(real)
+    if isinstance(sigma, torch.Tensor) and sigma.device == x.device:
+        sigma = sigma.to(real)  # no device argument: a traced graph then has no device constant
+    else:
+        sigma = torch.as_tensor(sigma, device=x.device).to(real)
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])
     if sigma.shape != (x.shape[0],):

@@ -10,7 +10,6 @@ fully sampled noiseless reference (see :mod:`mriprior.metrics`).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from mriprior.physics.phantom import birdcage_maps, shepp_logan_kspace
 from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
 from mriprior.recon.classical import pics, sense_combine
 from mriprior.experiments.report import save_figure
+from mriprior.io.files import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,7 @@ def run_demo(out_dir: str, cfg: DemoConfig = DemoConfig(), device="cpu", log=pri
     _figure(fig_path, ref, recons, results, mask)
     summary = {"config": cfg.__dict__, "achieved_accel": mask.accel, "results": results,
                "total_seconds": time.perf_counter() - t0, "figure": fig_path}
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_json(os.path.join(out_dir, "results.json"), summary, indent=2, allow_nan=True)
     log(f"wrote {fig_path} and cfl files to {out_dir} ({summary['total_seconds']:.1f} s)")
     return summary
 

@@ -40,6 +40,7 @@ import torch
 
 from mriprior.data.dataset import open_dataset
 from mriprior.errors import InputError
+from mriprior.io.files import atomic_write_json
 from mriprior.metrics import nmse, psnr, ssim
 from mriprior.physics.fft import fft2c, ifft2c
 from mriprior.unrolled.networks import sense_reduce
@@ -272,9 +273,7 @@ def run_downstream(config, sources: dict, test, out, seeds=(0, 1), accels=(4.0, 
            "prior": prior, "l1_lambda": {str(k): v for k, v in lam.items()},
            "network": load_network(next(iter(nets.values())))[1]["network"],
            "steps": base["train"]["steps"], "rows": rows, "summary": summarise(rows)}
-    tmp = out / "downstream.json.tmp"
-    tmp.write_text(json.dumps(res, indent=1))
-    os.replace(tmp, out / "downstream.json")
+    atomic_write_json(out / "downstream.json", res, allow_nan=True)
     figure(out / "downstream.png", [images[i] for i in sorted(images)])
     return res
 

@@ -24,9 +24,7 @@ Writes ``OUT/phase_eval.png`` (magnitude | reference phase | each method's phase
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import torch
 from mriprior.augment.phase import (conditional_phase, gan_phase, langevin_phase,
                                     smooth_phase, zero_phase)
 from mriprior.errors import InputError
+from mriprior.io.files import atomic_write_json
 from mriprior.experiments.phase_stats import (_wrap, comparison_mask, load_reference,
                                               radial_spectrum)
 from mriprior.experiments.report import save_figure
@@ -157,9 +156,7 @@ def run_phase_eval(out_dir, data=None, real=None, prior=None, cond_prior=None, g
                            for k in ("phase_error", "phase_error_offset_removed",
                                      "spectrum_distance")} for m in methods}
     _figure(out_dir / "phase_eval.png", shown)
-    tmp = out_dir / "phase_eval.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out_dir / "phase_eval.json")
+    atomic_write_json(out_dir / "phase_eval.json", results, allow_nan=True)
     return results
 
 

@@ -37,6 +37,7 @@ import torch
 
 from mriprior.data.dataset import open_dataset
 from mriprior.errors import InputError
+from mriprior.io.files import atomic_write_json
 from mriprior.priors.export import prior_files
 from mriprior.experiments.recon_cases import (PATTERNS, pick_slices, real_case, score,
                                               simulated_case)
@@ -111,9 +112,7 @@ class _Store:
         self.save()
 
     def save(self):
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, self.data, allow_nan=True)
 
 
 def run_prior_comparison(priors: dict, data, out, real=None, n_slices: int = 2,

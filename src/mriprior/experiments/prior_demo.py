@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from mriprior.errors import InputError
+from mriprior.io.files import atomic_write, atomic_write_json
 from mriprior.experiments.report import save_figure
 
 __all__ = ["build_case", "load_case", "run_prior_demo", "ASSETS"]
@@ -80,12 +81,9 @@ def build_case(dataset, out, index: int | None = None, accel: float = 8.0, calib
             "seed": seed}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(".tmp-" + out.name)
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, ksp=ksp.numpy().astype(np.complex64),
-                            reference=ref[0].numpy().astype(np.complex64),
-                            info=np.array(json.dumps(info)))
-    os.replace(tmp, out)
+    atomic_write(out, lambda t: np.savez_compressed(
+        t, ksp=ksp.numpy().astype(np.complex64), reference=ref[0].numpy().astype(np.complex64),
+        info=np.array(json.dumps(info))))
     return info
 
 
@@ -155,9 +153,7 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
     summary = {"case": info, "prior": str(prior), "results": results,
                "espirit_seconds": times["ESPIRiT"],
                "total_seconds": time.perf_counter() - t0, "figure": fig}
-    with open(os.path.join(out_dir, "results.json.tmp"), "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(os.path.join(out_dir, "results.json.tmp"), os.path.join(out_dir, "results.json"))
+    atomic_write_json(os.path.join(out_dir, "results.json"), summary, indent=2, allow_nan=True)
     log(f"wrote {fig}, results.json and cfl files to {out_dir} "
         f"({summary['total_seconds']:.1f} s)")
     return summary

@@ -48,6 +48,16 @@ def make_parent(path) -> list[Path]:
     return made
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() / mkdir() give; mkstemp / mkdtemp give 0600 / 0700
+DIR_MODE = 0o777 & ~_umask()
+
+
 def atomic_write(path, write: Callable[[Path], object], *, fsync: bool = False) -> Path:
     """``write(tmp)`` writes the content to the path it is given; it is then renamed to ``path``.
 
@@ -58,6 +68,7 @@ def atomic_write(path, write: Callable[[Path], object], *, fsync: bool = False) 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-", suffix=path.suffix)
     os.close(fd)
     try:
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; give what open() would
         write(Path(tmp))
         if fsync:
             with open(tmp, "rb+") as f:
@@ -91,9 +102,10 @@ def atomic_write_text(path, text: str) -> Path:
     return atomic_write(path, lambda t: t.write_text(text))
 
 
-def atomic_write_json(path, obj, *, indent: int | None = 1) -> Path:
-    """JSON with ``allow_nan=False``: a NaN is an error here, not a file other tools reject."""
-    text = json.dumps(obj, indent=indent, allow_nan=False)
+def atomic_write_json(path, obj, *, indent: int | None = 1, allow_nan: bool = False) -> Path:
+    """Strict JSON by default (a NaN is an error here, not a file other tools reject);
+    ``allow_nan=True`` for result files where a metric may legitimately be undefined."""
+    text = json.dumps(obj, indent=indent, allow_nan=allow_nan)
     return atomic_write_text(path, text + "\n")
 
 

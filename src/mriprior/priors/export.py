@@ -136,13 +136,15 @@ def _check_meta(meta: dict, where: str) -> None:
 
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"  # the bundled priors
+BUNDLED = "prior-ve-cpu"  # what the name "bundled" means: the default prior
 
 
 def prior_files(path) -> tuple[Path, Path]:
     """``(NAME.safetensors, NAME.json)`` of a prior given as NAME or either file. A NAME with a
     dot keeps it (``out/prior-v1.5`` -> ``out/prior-v1.5.safetensors``). A bare name that is not
-    a file here but is a bundled prior (``prior-ve-cpu``) resolves to the bundled files."""
-    p = Path(path)
+    a file here but is a bundled prior (``prior-ve-cpu``; ``bundled`` = the default one) resolves
+    to the bundled files."""
+    p = Path(BUNDLED if str(path) == "bundled" and not Path("bundled.json").exists() else path)
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
     weights, sidecar = p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")

@@ -297,7 +297,10 @@ class ScoreUNet(nn.Module):
 
     def _sigma_batch(self, sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        if isinstance(sigma, torch.Tensor) and sigma.device == x.device:
+            sigma = sigma.to(x.dtype)  # (no device constant in a traced graph)
+        else:
+            sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         if sigma.numel() == 1:
             sigma = sigma.reshape(1).expand(b)
         elif sigma.numel() == b and all(s == 1 for s in sigma.shape[1:]):

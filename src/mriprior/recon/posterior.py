@@ -130,6 +130,11 @@ def data_scale(ksp, maps, mask=None, scaling="cg") -> torch.Tensor:
         img = conjugate_gradient(op.normal, adj, max_iter=10)
     else:
         raise InputError(f"scaling must be 'cg', 'adjoint', a number or None, not {scaling!r}")
+    for name, t in (("k-space", ksp), ("coil maps", maps), ("mask", mask)):
+        if not bool(torch.isfinite(t).all()):
+            raise InputError(f"{name} contains NaN or Inf: cannot scale the data")
+    if not bool(maps.abs().amax() > 0):
+        raise InputError("the coil maps are zero everywhere: cannot scale the data")
     s = img.abs().reshape(b, -1).amax(1)
     if not bool(torch.all(s > 0)):
         raise InputError("k-space is zero where sampled: cannot scale the data")
