@@ -93,6 +93,25 @@ def test_fast_sampler_is_data_consistent():
         assert float(res.norm() / y.norm()) < 1e-3 * 3
 
 
+def test_fast_sampler_noise_var_weighs_data_against_the_denoiser():
+    """``noise_var``: data consistency solves (A^H A + nv / s^2) d = A^H y + nv / s^2 D: the
+    plain CG step as nv -> 0, the denoised image itself (no data step) as nv -> infinity."""
+    y, maps, mask, _ = _multicoil()
+    prior = GaussianPrior(0.0, 0.1, sigma_min=0.05, sigma_max=1.0)  # a prior that pulls
+    kw = dict(mask=mask, chains=2, nfe=4, scaling=None, seed=3)
+    plain = fast_posterior(y, maps, prior, cg_iters=20, **kw).mmse
+    no_data = fast_posterior(y, maps, prior, cg_iters=0, **kw).mmse
+    tiny = fast_posterior(y, maps, prior, cg_iters=20, noise_var=1e-12, **kw).mmse
+    huge = fast_posterior(y, maps, prior, cg_iters=20, noise_var=1e12, **kw).mmse
+    mid = fast_posterior(y, maps, prior, cg_iters=20, noise_var=0.05, **kw).mmse
+    torch.testing.assert_close(tiny, plain, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(huge, no_data, rtol=1e-4, atol=1e-4)
+    res = lambda x: float((Sense(maps, mask).forward(x) - y).norm() / y.norm())  # noqa: E731
+    assert res(plain) < res(mid) < res(no_data)
+    with pytest.raises(InputError, match="noise_var"):
+        fast_posterior(y, maps, prior, noise_var=-1.0, **kw)
+
+
 def test_algorithm1_approaches_the_data():
     y, maps, mask, _ = _multicoil()
     prior = GaussianPrior(0.0, 10.0, sigma_min=0.01, sigma_max=1.0)

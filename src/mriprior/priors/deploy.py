@@ -80,11 +80,12 @@ class _Padded(nn.Module):
         ph, pw = (self.multiple - h % self.multiple) % self.multiple, \
             (self.multiple - w % self.multiple) % self.multiple
         if ph == 0 and pw == 0:
-            return self.core(x, sigma)
+            return self.core(x, sigma).contiguous()
         pad = [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2]
         v = torch.complex(F.pad(x.real, pad), F.pad(x.imag, pad))
         d = self.core(v, sigma)
-        return d[:, ph // 2: ph // 2 + h, pw // 2: pw // 2 + w]
+        # contiguous: BART copies the output's memory as a dense (batch, y, x) array
+        return d[:, ph // 2: ph // 2 + h, pw // 2: pw // 2 + w].contiguous()
 
 
 def _example(batch: int, size, device, seed: int):

@@ -64,7 +64,7 @@ from mriprior.recon.priors import ImagePrior
 from mriprior.recon.solvers import conjugate_gradient, fista
 
 __all__ = ["PosteriorResult", "langevin_posterior", "fast_posterior", "prior_pics",
-           "summarise", "credibility_map", "interval_radius", "data_scale"]
+           "summarise", "credibility_map", "interval_radius", "data_scale", "estimate_noise_var"]
 
 
 @dataclass
@@ -108,6 +108,34 @@ def _check(ksp, maps, mask):
         raise InputError(f"mask shape {tuple(mask.shape)} does not broadcast to k-space "
                          f"{tuple(ksp.shape)}") from None
     return maps.to(device=ksp.device, dtype=ksp.dtype), mask
+
+
+def estimate_noise_var(ksp: torch.Tensor, mask=None, fraction: float = 0.05) -> float:
+    """Per-component variance of the k-space noise, in ``ksp``'s units, from the data alone.
+
+    The outermost ``fraction`` of the sampled points (by k-space radius, all coils, at least
+    64 values) hold little signal: for complex Gaussian noise ``|y|^2`` is exponential with mean
+    ``2 var``, so ``var = median(|y|^2) / (2 ln 2)``. What signal is left there makes this an
+    overestimate, i.e. the data are trusted slightly less than they deserve. ``ksp``
+    ``(batch, coil, y, x)``: one value for the whole batch.
+    """
+    if not 0 < fraction <= 1:
+        raise InputError(f"fraction must be in (0, 1], got {fraction}")
+    ny, nx = ksp.shape[-2:]
+    yy = (torch.arange(ny, device=ksp.device) - ny // 2).to(ksp.real.dtype) / max(ny // 2, 1)
+    xx = (torch.arange(nx, device=ksp.device) - nx // 2).to(ksp.real.dtype) / max(nx // 2, 1)
+    r = (yy[:, None].square() + xx[None, :].square()).expand(ny, nx)
+    sampled = (ksp.abs().sum(dim=tuple(range(ksp.ndim - 2))) > 0) if mask is None else (
+        mask.reshape(-1, ny, nx).amax(0) > 0)
+    radii = r[sampled]
+    if radii.numel() == 0:
+        raise InputError("k-space is zero everywhere: cannot estimate its noise")
+    k = max(1, min(radii.numel(), math.ceil(fraction * radii.numel())))
+    cut = torch.topk(radii, k).values.min()
+    vals = ksp[..., sampled & (r >= cut)].abs().square().flatten()
+    if vals.numel() < 64:
+        raise InputError(f"too few sampled k-space points ({vals.numel()}) to estimate the noise")
+    return float(vals.median()) / (2 * math.log(2))
 
 
 def data_scale(ksp, maps, mask=None, scaling="cg") -> torch.Tensor:
@@ -305,8 +333,15 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
                    chains: int = 8, nfe: int = 30, sigma_start: float | None = None,
                    sigma_end: float | None = None, eta: float = 0.85, cg_iters: int = 5,
                    scaling="cg", seed: int = 0, keep_samples: bool = False,
-                   callback=None, support: bool = True) -> PosteriorResult:
+                   callback=None, support: bool = True,
+                   noise_var: float | str | None = None) -> PosteriorResult:
     """DDS-style posterior sampler with ``nfe`` network evaluations per chain (module docstring).
+
+    ``noise_var`` (per-component k-space noise variance in the data's units, or ``"auto"``:
+    :func:`estimate_noise_var`): the data-consistency step then solves for the most probable
+    image given the data and the denoised image, ``(A^H A + nv / s^2) d = A^H y + nv / s^2 D``
+    (``cg_iters`` CG iterations from ``D``), instead of ``cg_iters`` plain CG iterations on the
+    data alone (whose early stop is the only regularisation).
 
     ``sigma_start`` (default: the prior's ``sigma_max``) is the level at which the CG-SENSE start
     is noised; levels are geometric down to ``sigma_end`` (default: the prior's ``sigma_min``).
@@ -320,6 +355,16 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
     prob = _Problem(ksp, maps, mask, chains, scaling, support)
     sig = _levels(prior, nfe, sigma_start, sigma_end).tolist()
     g = _generator(seed, ksp.device)
+    nv = None
+    if isinstance(noise_var, str):
+        if noise_var != "auto":
+            raise InputError(f"noise_var must be a number or 'auto', not {noise_var!r}")
+        noise_var = estimate_noise_var(ksp, mask)
+    if noise_var is not None:
+        if not noise_var > 0:
+            raise InputError(f"noise_var must be positive, got {noise_var}")
+        nv = (float(noise_var) / prob.scale.repeat_interleave(prob.k) ** 2).reshape(
+            -1, *([1] * (prob.adj_y.ndim - 1))).to(ksp.real.dtype)
     x0 = prob.cg_image().expand((prob.b * prob.k,) + prob.adj_y.shape[1:]).clone()
     x = x0 + sig[0] * randn_like(x0, g)
     nfe0 = prior.nfe
@@ -327,7 +372,11 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
     for i, s in enumerate(sig):
         den = x + (s * s) * prior.score(x, s)  # Tweedie: E[x0 | x]
         d = den
-        if cg_iters:
+        if cg_iters and nv is not None:  # MAP of the data and N(den, s^2): weight nv / s^2
+            w = nv / (s * s)
+            d = conjugate_gradient(lambda v, w=w: prob.op.normal(v) + w * v,
+                                   prob.adj_y + w * den, x0=den, max_iter=cg_iters)
+        elif cg_iters:
             d = conjugate_gradient(prob.op.normal, prob.adj_y, x0=den, max_iter=cg_iters)
         d = prob.project(d)
         s_next = sig[i + 1] if i + 1 < len(sig) else 0.0
