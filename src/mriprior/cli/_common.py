@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from mriprior.errors import InputError
-from mriprior.io.cfl import BartLayout, read_cfl
+from mriprior.io.cfl import BartLayout, read_cfl, read_kspace
 
 
 def device(name: str | None) -> torch.device:
@@ -39,11 +39,7 @@ def check_output(x: torch.Tensor, what: str) -> None:
 
 def load_kspace(path: str, dev) -> tuple[torch.Tensor, BartLayout]:
     """BART k-space file -> ``(1, coil, y, x)`` complex64 tensor and its layout."""
-    arr = read_cfl(path)
-    check_finite(arr, path, "k-space")
-    layout = BartLayout.from_dims(arr.shape, name=path)
-    k = layout.to_torch(arr, name=path, max_dim=3)  # (coil, y, x)
-    return torch.from_numpy(k).unsqueeze(0).to(dev), layout
+    return read_kspace(path, dev)
 
 
 def load_maps(path: str, layout: BartLayout, dev) -> torch.Tensor:

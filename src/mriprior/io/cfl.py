@@ -23,7 +23,8 @@ import numpy as np
 from mriprior.errors import InputError
 from mriprior.io.files import make_parent
 
-__all__ = ["read_cfl", "write_cfl", "BartLayout", "NDIMS", "COIL_DIM", "MAPS_DIM"]
+__all__ = ["read_cfl", "write_cfl", "read_kspace", "BartLayout", "NDIMS", "COIL_DIM",
+           "MAPS_DIM"]
 
 NDIMS = 16
 COIL_DIM = 3
@@ -186,3 +187,21 @@ class BartLayout:
         other = [i for i in range(3) if i not in (self.x_dim, self.y_dim)][0]
         a = np.expand_dims(a, axis=other)
         return a
+
+
+def read_kspace(name: str | os.PathLike, device=None):
+    """A BART k-space file (one 2D slice, coils in dim 3) -> ``(ksp, layout)``: ``ksp`` a
+    ``(1, coil, y, x)`` complex64 tensor, ``layout`` the :class:`BartLayout` that writes
+    results back in the file's dims (``write_cfl(out, layout.to_bart(img))``). NaN or Inf in
+    the file is an :class:`InputError` naming it."""
+    import torch
+
+    arr = read_cfl(name)
+    if not np.isfinite(arr).all():
+        bad = np.unravel_index(int(np.argmin(np.isfinite(arr).ravel())), arr.shape)
+        raise InputError(f"{os.fspath(name)}: NaN or Inf in k-space (first at BART index "
+                         f"{tuple(int(i) for i in bad)})")
+    layout = BartLayout.from_dims(arr.shape, name=os.fspath(name))
+    k = layout.to_torch(arr, name=os.fspath(name), max_dim=COIL_DIM)  # (coil, y, x)
+    ksp = torch.from_numpy(np.ascontiguousarray(k))[None]
+    return (ksp if device is None else ksp.to(device)), layout

@@ -1,6 +1,6 @@
 """Reconstruction with a generative prior: posterior sampling (MMSE + uncertainty) and prior PICS.
 
-Forward model ``y = A x + n`` with ``A = M F S`` (:class:`mriprior.physics.Sense`: mask, centred
+Forward model ``y = A x + n`` with ``A = M F S`` (:class:`mriprior.physics.sense.Sense`: mask, centred
 orthonormal FFT, coil maps ``(batch, coil, y, x)`` or ``(batch, maps, coil, y, x)``); k-space
 ``(batch, coil, y, x)``. The prior works in its own normalisation (max magnitude ~ 1), so every
 method first divides the data by a per-slice ``scale`` (``scaling="cg"``: the maximum magnitude

@@ -12,7 +12,7 @@ An :class:`ImagePrior` offers
     same shape as ``x`` (``d/dRe + i d/dIm``). ``sigma`` is a number.
 ``reg_grad(x)``
     the gradient of the regulariser a PICS reconstruction adds to its data term (see
-    :func:`mriprior.recon.prior_pics`): for a diffusion prior the RED form
+    :func:`mriprior.recon.posterior.prior_pics`): for a diffusion prior the RED form
     ``x - D(x, sigma_r) = -sigma_r^2 score(x, sigma_r)`` (dimensionless step weights, stable for
     ``step * lam <= 1``); for an explicit-likelihood prior the gradient of its NLL in nats.
 ``reg_lipschitz``
@@ -82,7 +82,7 @@ def _as_images(x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
 
 
 class DiffusionPrior(ImagePrior):
-    """A trained score network (from :func:`mriprior.priors.load_prior`) as an image prior.
+    """A trained score network (from :func:`mriprior.priors.export.load_prior`) as an image prior.
 
     Args:
         net, meta: the network and sidecar returned by ``load_prior``.
