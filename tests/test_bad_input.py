@@ -289,6 +289,10 @@ CASES = [
          + ["{o}/x"], "--iters"),
     Case("recon-sigma-start", RECON + ["--prior", "{d}/prior", "--sigma-start", "-1"] + OK
          + ["{o}/x"], "--sigma-start"),
+    Case("recon-noise-var-negative", RECON + ["--prior", "{d}/prior", "--noise-var", "-1"] + OK
+         + ["{o}/x"], "--noise-var '-1'"),
+    Case("recon-noise-var-text", RECON + ["--prior", "{d}/prior", "--noise-var", "lots"] + OK
+         + ["{o}/x"], "--noise-var 'lots'"),
     Case("recon-device-tpu", RECON + ["--prior", "{d}/prior", "--device", "tpu"] + OK
          + ["{o}/x"], "tpu"),
     Case("prior-missing", RECON + ["--prior", "{d}/missing"] + OK + ["{o}/x"], "missing.json"),

@@ -127,3 +127,22 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
     assert rc == 2 and "--chains must be an integer >= 1" in err
     rc, err = run("--batch", "0")
     assert rc == 2 and "--batch must be >= 1" in err
+
+
+def test_noise_var_auto_is_in_the_data_units(case):
+    """--noise-var auto estimates the noise from KSP itself: scaling KSP by 5 scales the
+    estimate by 25 and the result by 5; a given variance changes the result."""
+    k = read_cfl(case / "ksp")
+    rng = np.random.default_rng(0)
+    noisy = k + (k != 0) * 0.01 * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
+    write_cfl(case / "kn", noisy.astype(np.complex64))
+    write_cfl(case / "kn5", (5.0 * noisy).astype(np.complex64))
+    args = ["recon", "--prior", str(case / "prior"), "--quiet", "--chains", "2", "--nfe", "3"]
+    assert main(args + ["--noise-var", "auto", str(case / "kn"), str(case / "sens"),
+                        str(case / "na")]) == 0
+    assert main(args + ["--noise-var", "auto", str(case / "kn5"), str(case / "sens"),
+                        str(case / "na5")]) == 0
+    assert main(args + [str(case / "kn"), str(case / "sens"), str(case / "plain")]) == 0
+    a, a5, plain = (read_cfl(case / n) for n in ("na", "na5", "plain"))
+    np.testing.assert_allclose(a5, 5 * a, rtol=1e-3, atol=1e-4 * np.abs(a5).max())
+    assert np.abs(a - plain).max() > 1e-3 * np.abs(plain).max()

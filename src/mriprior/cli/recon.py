@@ -51,8 +51,11 @@ def add_arguments(p):
     p.add_argument("--lam", type=float, default=None,
                    help="langevin: data-consistency weight (default 20); pics: regularisation "
                         "weight (default 0.5)")
-    p.add_argument("--noise-var", type=float, default=None,
-                   help="langevin: k-space noise variance per component (exact likelihood)")
+    p.add_argument("--noise-var", default=None, metavar="V|auto|none",
+                   help="k-space noise variance per component, in KSP's units, or 'auto' "
+                        "(estimated from the outermost sampled k-space) or 'none'. fast: the "
+                        "data step weighs the data against the denoised image by it; "
+                        "langevin: the exact-likelihood variant (default: none)")
     p.add_argument("-i", dest="iters", type=int, default=None,
                    help="pics: iterations (default 50)")
     p.add_argument("--reg-sigma", type=float, default=None,
@@ -78,8 +81,8 @@ def add_arguments(p):
 
 
 # built-in defaults per method, used where neither the command line nor the sidecar gives one
-BUILTIN = {"fast": {"chains": 8, "nfe": 30, "sigma_start": None},
-           "langevin": {"chains": 10, "lam": 20.0},
+BUILTIN = {"fast": {"chains": 8, "nfe": 30, "sigma_start": None, "noise_var": "none"},
+           "langevin": {"chains": 10, "lam": 20.0, "noise_var": "none"},
            "pics": {"lam": 0.5, "iters": 50}}
 
 
@@ -91,6 +94,8 @@ def resolve(args, prior) -> dict:
     for key, builtin in BUILTIN[args.method].items():
         given = getattr(args, key)
         out[key] = given if given is not None else tuned.get(key, builtin)
+    if "noise_var" in out:  # a property of the data, never of the prior: not in sidecars
+        out["noise_var"] = _noise_var(out["noise_var"])
     for key in ("chains", "nfe", "iters"):
         if key in out and not (isinstance(out[key], int) and out[key] >= 1):
             raise InputError(f"--{key} must be an integer >= 1, got {out[key]!r}")
@@ -113,6 +118,21 @@ def _scaling(value: str):
     return v
 
 
+def _noise_var(value):
+    """--noise-var: None / 'none' -> None, 'auto' -> 'auto', else a positive number."""
+    if value is None or value == "none":
+        return None
+    if value == "auto":
+        return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"--noise-var {value!r}: use a positive number, auto or none") from None
+    if not (v > 0 and np.isfinite(v)):
+        raise InputError(f"--noise-var {value!r}: must be a positive number")
+    return v
+
+
 def _reconstruct(args, opts, ksp, maps, mask, prior, scaling, progress):
     """The chosen method with the resolved settings: ``(x, std, var, samples, scale)`` (the
     last four but ``scale`` are None for pics)."""
@@ -128,11 +148,13 @@ def _reconstruct(args, opts, ksp, maps, mask, prior, scaling, progress):
         r = fast_posterior(ksp, maps, prior, mask=mask, chains=opts["chains"], nfe=opts["nfe"],
                            sigma_start=opts["sigma_start"], eta=args.eta, cg_iters=args.cg,
                            scaling=scaling, seed=args.seed, keep_samples=keep,
-                           callback=progress, support=args.support)
+                           callback=progress, support=args.support,
+                           noise_var=opts["noise_var"])
     else:
         r = langevin_posterior(ksp, maps, prior, mask=mask, chains=opts["chains"],
                                n_levels=args.levels, skip=args.skip, steps=args.steps,
-                               lam=opts["lam"], noise_var=args.noise_var, scaling=scaling,
+                               lam=opts["lam"], noise_var=opts["noise_var"],
+                               scaling=scaling,
                                seed=args.seed, keep_samples=keep, callback=progress,
                                support=args.support)
     return r.mmse, r.std, r.var, r.samples, r.scale
