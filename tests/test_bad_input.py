@@ -105,6 +105,7 @@ def files(tmp_path_factory):
     k[0, 0, 0, 0] = np.inf
     write_cfl(d / "ksp_inf", k)
     write_cfl(d / "ksp_zero", np.zeros_like(bart_k))
+    write_cfl(d / "img_zero", np.zeros((N, N), np.complex64))
     write_cfl(d / "ksp_small", bart_k[:16, :16])
     m = bart_m.copy()
     m[5, 5, 0, 2, 0] = np.nan
@@ -262,6 +263,16 @@ CASES = [
     Case("pics-sens-coils", PICS + ["-r", "0.01", "{d}/ksp", "{d}/sens_3coil", "{o}/x"],
          "sens_3coil"),
     Case("pics-bad-flag", PICS + ["--frobnicate"] + OK + ["{o}/x"], "--frobnicate"),
+    Case("pics-batch-mode", PICS + ["-L", "8", "-r", "0.01"] + OK + ["{o}/x"], "-L (BART pics)"),
+    Case("pics-admm-l1", PICS + ["-m", "-r", "0.01"] + OK + ["{o}/x"], "-m (ADMM)"),
+    Case("pics-trajectory", PICS + ["-t", "{d}/ksp", "-r", "0.01"] + OK + ["{o}/x"],
+         "non-Cartesian"),
+    # -- small cfl tools -----------------------------------------------------------------------
+    Case("fmac-dims", ["fmac", "{d}/ksp", "{d}/ksp_small", "{o}/x"], "ksp_small has 16: dims must agree"),
+    Case("transpose-dim", ["transpose", "0", "16", "{d}/ksp", "{o}/x"], "dim 16"),
+    Case("slice-range", ["slice", "3", "4", "{d}/ksp", "{o}/x"], "position 4 out of range"),
+    Case("toimg-3d", ["toimg", "{d}/ksp", "{o}/x.png"], "toimg writes one 2D image"),
+    Case("toimg-zero", ["toimg", "{d}/img_zero", "{o}/x.png"], "zero everywhere"),
     # -- ecalib / cc / poisson / metrics -------------------------------------------------------
     Case("ecalib-ksp-inf", ["ecalib", "{d}/ksp_inf", "{o}/s"], "ksp_inf: NaN or Inf in k-"),
     Case("ecalib-ksp-nan", ["ecalib", "{d}/ksp_nan", "{o}/s"], "ksp_nan: NaN or Inf in k-"),

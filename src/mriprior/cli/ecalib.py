@@ -33,6 +33,8 @@ def add_arguments(p):
     p.add_argument("-m", dest="maps", type=int, default=2, help="number of maps (default 2)")
     p.add_argument("-P", dest="no_phase", action="store_true",
                    help="do not rotate the phase relative to the first principal component")
+    p.add_argument("-d", dest="debug_level", type=int, default=None, metavar="LEVEL",
+                   help="BART's debug level (accepted; mriprior prints its notes always)")
     p.add_argument("ksp", metavar="KSP")
     p.add_argument("sens", metavar="SENS")
     p.add_argument("ev_maps", metavar="EV_MAPS", nargs="?", help="optional eigenvalue maps")

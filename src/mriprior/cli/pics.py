@@ -14,6 +14,7 @@ sizes BART's pics uses a slightly different FFT centring phase, so images differ
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 
@@ -51,9 +52,53 @@ def add_arguments(p):
     p.add_argument("--tol", type=float, default=0.0,
                    help="stop early when the relative change falls below this (0: never)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("-g", dest="gpu", action="store_true", help="use the GPU (= --device cuda)")
+    p.add_argument("-d", dest="debug_level", type=int, default=None, metavar="LEVEL",
+                   help="BART's debug level (accepted; mriprior prints its notes always)")
+    p.add_argument("-m", dest="admm", action="store_true",
+                   help="ADMM (BART): what --tv uses; refused for l1 / l2")
+    for flag, (takes_value, _) in UNSUPPORTED.items():
+        dest = "unsupported_" + flag.strip("-").replace("-", "_")
+        if takes_value:
+            p.add_argument(flag, dest=dest, default=None, help=argparse.SUPPRESS)
+        else:
+            p.add_argument(flag, dest=dest, action="store_true", help=argparse.SUPPRESS)
     p.add_argument("kspace")
     p.add_argument("sens")
     p.add_argument("output")
+
+
+# BART pics flags mriprior does not implement: flag -> (takes a value, what to do instead)
+UNSUPPORTED = {
+    "-L": (True, "batch mode is not supported: extract slices with `mriprior slice DIM POS` "
+                 "and reconstruct each"),
+    "-t": (True, "non-Cartesian trajectories are not supported: grid the data first"),
+    "-c": (False, "the real-value constraint is not supported"),
+    "-b": (True, "locally low-rank regularisation is not supported: use -l1 or --tv"),
+    "-N": (False, "locally low-rank regularisation is not supported: use -l1 or --tv"),
+    "-B": (True, "subspace (basis) reconstruction is not supported"),
+    "-P": (True, "the basis-pursuit form is not supported: use -r lambda"),
+    "-M": (False, "simultaneous multi-slice is not supported"),
+    "-I": (False, "IST is not offered: FISTA (the default) converges to the same image"),
+    "-a": (False, "the primal-dual solver is not offered: use the default solver"),
+    "-f": (True, "restricting the FOV is not supported"),
+    "-U": (False, "the low-memory nuFFT is not needed for Cartesian data: drop -U"),
+}
+
+
+def _check_bart_flags(args, reg):
+    for flag, (_, instead) in UNSUPPORTED.items():
+        if getattr(args, "unsupported_" + flag.strip("-").replace("-", "_")):
+            raise InputError(f"{flag} (BART pics): {instead}")
+    if args.admm and reg in ("l1", "l2"):
+        raise InputError("-m (ADMM): mriprior uses ADMM for TV only; for l1 / l2 drop -m "
+                         "(FISTA / CG, BART's defaults, reach the same minimiser)")
+    if args.debug_level is not None and not 0 <= args.debug_level <= 9:
+        raise InputError(f"-d {args.debug_level}: debug level must be 0..9")
+    if args.gpu:
+        if args.device not in ("cpu", "cuda", "auto"):
+            raise InputError(f"-g with --device {args.device}: give one of them")
+        args.device = "cuda"
 
 
 def _regulariser(args):
@@ -88,6 +133,7 @@ def run(args):
             raise InputError(f"{flag} {value}: must be a finite number "
                              f"{'>= 0' if flag == '-r' else '> 0'}")
     reg, lam = _regulariser(args)
+    _check_bart_flags(args, reg)
     dev = device(args.device)
     ksp, layout = load_kspace(args.kspace, dev)
     maps = load_maps(args.sens, layout, dev)
