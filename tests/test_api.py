@@ -70,3 +70,13 @@ def test_docs_api_example_runs(tmp_path, monkeypatch, capsys):
     assert mriprior.evaluate(ns["img"], ns["l1"][:, 0], scale="lsq")["psnr"] > 25
     out = mriprior.read_cfl(tmp_path / "mmse")
     assert out.shape == (128, 128) and np.isfinite(out).all()
+
+
+def test_command_help_does_not_import_torch():
+    """`mriprior CMD --help` builds its parser without importing torch (start-up well under a
+    second): heavy imports live in each command's run()."""
+    code = ("import sys\nfrom mriprior.cli.main import COMMANDS, build_parser\n"
+            "for name in COMMANDS:\n    build_parser(name)\n"
+            "    if 'torch' in sys.modules:\n        print(name); break\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"building the parser of {out.stdout.strip()} imports torch"

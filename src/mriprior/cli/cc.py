@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mriprior.cli._common import load_kspace, parse_sizes
 from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
-from mriprior.physics.coils import coil_compression_matrix, compress_coils
 
 
 def add_arguments(p):
@@ -34,6 +32,9 @@ def add_arguments(p):
 
 
 def run(args):
+    from mriprior.cli._common import load_kspace, parse_sizes
+    from mriprior.physics.coils import coil_compression_matrix, compress_coils
+
     if args.n_virtual is None and not args.matrix:
         raise InputError("give -p N (number of virtual coils) or -M (write the matrix)")
     ksp, layout = load_kspace(args.ksp, "cpu")

@@ -27,7 +27,6 @@ import dataclasses
 import sys
 
 import numpy as np
-import torch
 
 from mriprior.errors import InputError
 
@@ -93,7 +92,10 @@ def build_model(args):
     return dataclasses.replace(PhaseModel(), **kw)
 
 
-def _load_maps(path: str) -> torch.Tensor:
+def _load_maps(path: str):
+    """A BART maps file -> ``(coil, y, x)`` complex64 tensor (the first set of maps)."""
+    import torch
+
     from mriprior.io.cfl import BartLayout, read_cfl
 
     arr = read_cfl(path)

@@ -15,8 +15,6 @@ prior (NAME.safetensors + NAME.json).
 
 from __future__ import annotations
 
-from mriprior.cli._common import device
-
 
 def add_arguments(p):
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
@@ -36,6 +34,8 @@ def add_arguments(p):
 
 
 def run(args):
+    from mriprior.cli._common import device
+
     from mriprior.errors import InputError
     if args.classical:
         from mriprior.experiments.classical_demo import DemoConfig, run_demo

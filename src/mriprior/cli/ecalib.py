@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mriprior.cli._common import load_kspace, parse_sizes
 from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
-from mriprior.physics.espirit import espirit
 
 
 def add_arguments(p):
@@ -41,6 +39,9 @@ def add_arguments(p):
 
 
 def run(args):
+    from mriprior.cli._common import load_kspace, parse_sizes
+    from mriprior.physics.espirit import espirit
+
     ksp, layout = load_kspace(args.ksp, "cpu")
     calib = parse_sizes(args.calib, layout, "-r")
     ky, kx = parse_sizes(args.kernel, layout, "-k")

@@ -7,11 +7,9 @@ The transform is always unitary here; ``-u`` is accepted for BART compatibility.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from mriprior.errors import InputError
 from mriprior.io.cfl import read_cfl, write_cfl
-from mriprior.physics.fft import fftnc, ifftnc
 
 
 def add_arguments(p):
@@ -23,6 +21,9 @@ def add_arguments(p):
 
 
 def run(args):
+    import torch
+    from mriprior.physics.fft import fftnc, ifftnc
+
     if args.bitmask < 0 or args.bitmask >= 1 << 16:
         raise InputError(f"bitmask {args.bitmask} out of range 0..65535")
     a = read_cfl(args.input, squeeze=False)

@@ -24,7 +24,6 @@ import sys
 
 from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
-from mriprior.physics.masks import equispaced_1d, uniform_random, variable_density_1d
 
 TYPES = ("vd1d", "equispaced", "random")
 
@@ -46,6 +45,8 @@ def add_arguments(p):
 
 
 def run(args):
+    from mriprior.physics.masks import equispaced_1d, uniform_random, variable_density_1d
+
     for flag, v in (("-Y", args.ny), ("-Z", args.nx)):
         if v < 1:
             raise InputError(f"{flag} {v}: size must be >= 1")

@@ -17,7 +17,6 @@ import numpy as np
 
 from mriprior.errors import InputError
 from mriprior.io.cfl import BartLayout, read_cfl
-from mriprior.metrics import evaluate
 
 
 def add_arguments(p):
@@ -37,6 +36,8 @@ def _images(path):
 
 
 def run(args):
+    from mriprior.metrics import evaluate
+
     ref, rs = _images(args.reference)
     rec, cs = _images(args.reconstruction)
     for img, path in ((ref, args.reference), (rec, args.reconstruction)):

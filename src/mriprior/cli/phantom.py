@@ -16,12 +16,9 @@ pi * sqrt(2 pi) * N / 8 (about 0.98 N) times BART's.
 
 from __future__ import annotations
 
-import torch
 
 from mriprior.errors import InputError
 from mriprior.io.cfl import BartLayout, write_cfl
-from mriprior.physics.fft import fft2c, ifft2c
-from mriprior.physics.phantom import birdcage_maps, shepp_logan, shepp_logan_kspace
 
 MAX_SIZE = 16384
 
@@ -50,8 +47,11 @@ def _validate(args) -> None:
 
 
 def make(size: int, coils: int | None = None, kspace: bool = False,
-         sens: int | None = None) -> torch.Tensor:
-    """The requested array as ``(coil, y, x)`` complex64."""
+         sens: int | None = None):
+    """The requested array as ``(coil, y, x)`` complex64 tensor."""
+    from mriprior.physics.fft import fft2c, ifft2c
+    from mriprior.physics.phantom import birdcage_maps, shepp_logan, shepp_logan_kspace
+
     if sens is not None:
         return birdcage_maps(sens, size)
     if coils is None:

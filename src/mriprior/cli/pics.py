@@ -18,12 +18,9 @@ import argparse
 import math
 import sys
 
-import torch
 
-from mriprior.cli._common import check_output, device, load_kspace, load_maps, load_pattern
 from mriprior.errors import InputError
 from mriprior.io.cfl import read_cfl, write_cfl
-from mriprior.recon.classical import bart_pics_phase, pics
 
 
 def add_arguments(p):
@@ -124,6 +121,10 @@ def _regulariser(args):
 
 
 def run(args):
+    import torch
+    from mriprior.cli._common import check_output, device, load_kspace, load_maps, load_pattern
+    from mriprior.recon.classical import bart_pics_phase, pics
+
     if args.iters < 0:
         raise InputError(f"-i {args.iters}: the number of iterations must be >= 0")
     for flag, value, ok in (("-r", args.lam, args.lam >= 0), ("-s", args.step, args.step > 0),

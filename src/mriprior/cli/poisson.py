@@ -20,7 +20,6 @@ import sys
 
 from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
-from mriprior.physics.masks import poisson_disc, poisson_disc_bart
 
 
 def add_arguments(p):
@@ -44,6 +43,8 @@ def add_arguments(p):
 
 
 def run(args):
+    from mriprior.physics.masks import poisson_disc, poisson_disc_bart
+
     for flag, v in (("-Y", args.size_y), ("-Z", args.size_z)):
         if v < 1:
             raise InputError(f"{flag} {v}: size must be >= 1")

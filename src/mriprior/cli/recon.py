@@ -27,7 +27,6 @@ import sys
 
 import numpy as np
 
-from mriprior.cli._common import check_output, device, load_kspace, load_maps, load_pattern
 from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
 
@@ -161,6 +160,8 @@ def _reconstruct(args, opts, ksp, maps, mask, prior, scaling, progress):
 
 
 def run(args):
+    from mriprior.cli._common import check_output, device, load_kspace, load_maps, load_pattern
+
     import torch
     from tqdm import tqdm
 

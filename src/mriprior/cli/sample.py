@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mriprior.cli._common import check_output, device
 from mriprior.errors import InputError
-from mriprior.experiments.report import save_figure
 from mriprior.io.files import atomic_write
 
 
@@ -42,6 +40,8 @@ def add_arguments(p):
 
 def run(args):
     import torch
+
+    from mriprior.cli._common import check_output, device
     from tqdm import tqdm
 
     from mriprior.priors.export import load_prior
@@ -80,6 +80,7 @@ def run(args):
 
 
 def _grid(path, x):
+    from mriprior.experiments.report import save_figure
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
