@@ -39,12 +39,13 @@ _API = {
     "langevin_posterior": "mriprior.recon.posterior",
     "prior_pics": "mriprior.recon.posterior",
     "estimate_noise_var": "mriprior.recon.posterior",
+    "reconstruct_volume": "mriprior.recon.volume",
     # priors
     "load_prior": "mriprior.priors.export", "save_prior": "mriprior.priors.export",
     "export_torchscript": "mriprior.priors.deploy",
     # metrics
     "evaluate": "mriprior.metrics", "psnr": "mriprior.metrics", "ssim": "mriprior.metrics",
-    "nmse": "mriprior.metrics",
+    "nmse": "mriprior.metrics", "evaluate_volume": "mriprior.metrics",
 }
 
 __all__ = ["__version__", "InputError", "MriPriorError", *_API]

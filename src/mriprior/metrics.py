@@ -25,7 +25,7 @@ from skimage.metrics import structural_similarity
 
 from mriprior.errors import InputError
 
-__all__ = ["psnr", "ssim", "nmse", "evaluate"]
+__all__ = ["psnr", "ssim", "nmse", "evaluate", "evaluate_volume"]
 
 
 def _mag(a, name) -> np.ndarray:
@@ -126,3 +126,23 @@ def evaluate(ref, rec, scale: str = "none", mask=None) -> dict:
     return {"psnr": float(np.mean([_psnr(r[i], x[i], m[i]) for i in range(n)])),
             "ssim": float(np.mean([_ssim(r[i], x[i], m[i]) for i in range(n)])),
             "nmse": float(np.mean([_nmse(r[i], x[i], m[i]) for i in range(n)]))}
+
+
+def evaluate_volume(ref, rec) -> dict:
+    """fastMRI's volume metrics (``fastmri/evaluate.py``) of magnitude volumes ``(slices, y, x)``:
+    the data range is the maximum of the whole reference volume; PSNR and NMSE over the
+    volume, SSIM per slice (with that volume range) averaged. ``{"psnr", "ssim", "nmse"}``."""
+    r, x = _mag(ref, "reference"), _mag(rec, "reconstruction")
+    if r.ndim != 3 or r.shape != x.shape:
+        raise InputError(f"volumes must both be (slices, y, x) of one shape, got {r.shape} "
+                         f"and {x.shape}")
+    peak = float(r.max())
+    if not peak > 0:
+        raise InputError("reference: the volume is zero everywhere (data range 0)")
+    if min(r.shape[1:]) < _WIN:
+        raise InputError(f"SSIM needs slices of at least {_WIN} x {_WIN}, got {r.shape[1:]}")
+    mse = float(np.mean((r - x) ** 2))
+    ssim = float(np.mean([structural_similarity(r[i], x[i], data_range=peak)
+                          for i in range(r.shape[0])]))
+    return {"psnr": math.inf if mse == 0 else 20 * math.log10(peak) - 10 * math.log10(mse),
+            "ssim": ssim, "nmse": float(np.sum((r - x) ** 2) / np.sum(r ** 2))}

@@ -81,3 +81,36 @@ def parse_sizes(text: str, layout: BartLayout, option: str) -> tuple[int, int]:
     if x < 1 or y < 1:
         raise InputError(f"{option} {text!r}: sizes must be positive")
     return y, x
+
+
+def split_files(args, prog: str) -> bool:
+    """``KSP SENS OUT`` (cfl; sets args.kspace/sens/output) or ``VOLUME.h5 OUT`` (a fastMRI
+    volume, every slice; sets args.kspace/output, args.sens None). True for a volume."""
+    files = args.files
+    if len(files) == 2 and files[0].endswith(".h5"):
+        args.kspace, args.sens, args.output = files[0], None, files[1]
+        return True
+    if len(files) == 3:
+        args.kspace, args.sens, args.output = files
+        return False
+    raise InputError(f"expected KSP SENS OUT (cfl) or VOLUME.h5 OUT, got {len(files)} file "
+                     f"name(s): {' '.join(files)} (see mriprior {prog} --help)")
+
+
+def volume_progress(quiet: bool = False):
+    """A tqdm bar over slices on stderr (shown on a terminal only), as a progress callback."""
+    from tqdm import tqdm
+
+    state = {}
+
+    def progress(done, total):
+        if quiet:
+            return
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, unit="slice", desc="volume", disable=None,
+                                leave=False)
+        state["bar"].n = done
+        state["bar"].refresh()
+        if done == total:
+            state["bar"].close()
+    return progress

@@ -35,8 +35,43 @@ def _images(path):
     return img.reshape(-1, *img.shape[-2:]), a.shape
 
 
+def _volume(path: str):
+    """A fastMRI-style .h5: 'reconstruction', else the reference reconstruction_rss / _esc."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            for key in ("reconstruction", "reconstruction_rss", "reconstruction_esc"):
+                if key in f:
+                    return np.abs(np.asarray(f[key][()]))
+            keys = sorted(f.keys())
+    except OSError as e:
+        raise InputError(f"{path}: not a readable HDF5 file ({' '.join(str(e).split())})") from None
+    raise InputError(f"{path}: no 'reconstruction' or 'reconstruction_rss' dataset (keys: {keys})")
+
+
+def _run_volume(args):
+    from mriprior.metrics import evaluate_volume
+
+    if args.scale != "none" or args.mask:
+        raise InputError("--scale / --mask apply to cfl images; volumes use fastMRI's metrics")
+    ref, rec = _volume(args.reference), _volume(args.reconstruction)
+    try:
+        r = evaluate_volume(ref, rec)
+    except InputError as e:
+        raise InputError(f"{args.reference} vs {args.reconstruction}: {e}") from None
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  NMSE {r['nmse']:.4e}  "
+              f"(fastMRI volume metrics, {ref.shape[0]} slices)")
+
+
 def run(args):
     from mriprior.metrics import evaluate
+
+    if args.reference.endswith(".h5") or args.reconstruction.endswith(".h5"):
+        return _run_volume(args)
 
     ref, rs = _images(args.reference)
     rec, cs = _images(args.reconstruction)

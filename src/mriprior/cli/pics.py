@@ -60,9 +60,9 @@ def add_arguments(p):
             p.add_argument(flag, dest=dest, default=None, help=argparse.SUPPRESS)
         else:
             p.add_argument(flag, dest=dest, action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("kspace")
-    p.add_argument("sens")
-    p.add_argument("output")
+    p.add_argument("files", nargs="+", metavar="KSP SENS OUT | VOLUME.h5 OUT",
+                   help="BART k-space, maps and output; or a fastMRI HDF5 volume and an output "
+                        "(.h5: fastMRI-style 'reconstruction'; else cfl, slices in dim 13)")
 
 
 # BART pics flags mriprior does not implement: flag -> (takes a value, what to do instead)
@@ -122,9 +122,11 @@ def _regulariser(args):
 
 def run(args):
     import torch
-    from mriprior.cli._common import check_output, device, load_kspace, load_maps, load_pattern
+    from mriprior.cli._common import (check_output, device, load_kspace, load_maps, load_pattern,
+                                      split_files, volume_progress)
     from mriprior.recon.classical import bart_pics_phase, pics
 
+    volume = split_files(args, "pics")
     if args.iters < 0:
         raise InputError(f"-i {args.iters}: the number of iterations must be >= 0")
     for flag, value, ok in (("-r", args.lam, args.lam >= 0), ("-s", args.step, args.step > 0),
@@ -136,6 +138,16 @@ def run(args):
     reg, lam = _regulariser(args)
     _check_bart_flags(args, reg)
     dev = device(args.device)
+    if volume:
+        from mriprior.recon.volume import reconstruct_volume
+
+        if reg != "l1" or any([args.pattern, args.warm, args.scaling]):
+            raise InputError(f"{args.kspace}: a volume is reconstructed with l1-wavelet only "
+                             "(-l1 -r LAMBDA -i ITERS), its own pattern and BART's scaling")
+        reconstruct_volume(args.kspace, args.output, "pics", lam=lam, iters=args.iters,
+                           device=dev, progress=volume_progress(),
+                           log=lambda m: print(m, file=sys.stderr))
+        return
     ksp, layout = load_kspace(args.kspace, dev)
     maps = load_maps(args.sens, layout, dev)
     if maps.shape[2] != ksp.shape[1]:

@@ -74,9 +74,9 @@ def add_arguments(p):
                    help="max images per network call (memory); default: all chains at once")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("kspace")
-    p.add_argument("sens")
-    p.add_argument("output")
+    p.add_argument("files", nargs="+", metavar="KSP SENS OUT | VOLUME.h5 OUT",
+                   help="BART k-space, maps and output; or a fastMRI HDF5 volume and an output "
+                        "(.h5: fastMRI-style 'reconstruction'; else cfl, slices in dim 13)")
 
 
 # built-in defaults per method, used where neither the command line nor the sidecar gives one
@@ -159,8 +159,29 @@ def _reconstruct(args, opts, ksp, maps, mask, prior, scaling, progress):
     return r.mmse, r.std, r.var, r.samples, r.scale
 
 
+def _run_volume(args, dev):
+    """Every slice of a fastMRI volume (mriprior.recon.volume): fast or langevin."""
+    from mriprior.cli._common import volume_progress
+    from mriprior.recon.priors import load_image_prior
+    from mriprior.recon.volume import reconstruct_volume
+
+    if args.method == "pics":
+        raise InputError(f"{args.kspace}: volumes are reconstructed with --method fast or "
+                         "langevin (prior PICS works on cfl slices)")
+    if any([args.std, args.var, args.samples, args.flag, args.pattern]):
+        raise InputError("--std/--var/--samples/--flag/-p apply to cfl slices; a volume's .h5 "
+                         "output holds 'std' itself (cfl output: OUT_std)")
+    opts = resolve(args, load_image_prior(args.prior))
+    reconstruct_volume(args.kspace, args.output, args.method, prior=args.prior,
+                       chains=opts["chains"], nfe=opts.get("nfe", 30),
+                       noise_var=opts["noise_var"], seed=args.seed, device=dev,
+                       progress=volume_progress(args.quiet),
+                       log=lambda m: print(m, file=sys.stderr))
+
+
 def run(args):
-    from mriprior.cli._common import check_output, device, load_kspace, load_maps, load_pattern
+    from mriprior.cli._common import (check_output, device, load_kspace, load_maps, load_pattern,
+                                      split_files)
 
     import torch
     from tqdm import tqdm
@@ -168,8 +189,11 @@ def run(args):
     from mriprior.recon.posterior import credibility_map
     from mriprior.recon.priors import load_image_prior
 
+    volume = split_files(args, "recon")
     dev = device(args.device)
     scaling = _scaling(args.scaling)
+    if volume:
+        return _run_volume(args, dev)
     ksp, layout = load_kspace(args.kspace, dev)
     maps = load_maps(args.sens, layout, dev)
     if maps.shape[2] != ksp.shape[1]:

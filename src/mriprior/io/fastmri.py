@@ -2,13 +2,14 @@
 
 A fastMRI file (https://github.com/facebookresearch/fastMRI) holds
 
-* ``kspace``: complex64, ``(slices, coils, ky, kx)`` for multi-coil data or
-  ``(slices, ky, kx)`` for single-coil data (``ky`` is the phase-encoding axis,
-  ``kx`` the readout; the k-space centre is at ``ky // 2, kx // 2``);
+* ``kspace``: complex64, ``(slices, coils, rows, columns)`` for multi-coil data or
+  ``(slices, rows, columns)`` for single-coil data; the rows are the (2x oversampled) readout,
+  the columns the phase encoding that ``mask`` undersamples; the k-space centre is at
+  ``rows // 2, columns // 2``;
 * ``ismrmrd_header``: the ISMRMRD XML header as a byte string;
 * ``reconstruction_rss`` (multi-coil) / ``reconstruction_esc`` (single-coil): float32
   ``(slices, y, x)`` reference images (train/val splits only);
-* ``mask`` (test/challenge splits): the sampled ``kx`` columns;
+* ``mask`` (test/challenge splits): the sampled columns (phase encodes);
 * file attributes ``acquisition`` (e.g. ``"CORPD_FBK"``), ``max``, ``norm``, ``patient_id``
   (a hash) and, in some splits, ``acceleration``, ``num_low_frequency``.
 

@@ -138,6 +138,15 @@ def estimate_noise_var(ksp: torch.Tensor, mask=None, fraction: float = 0.05) -> 
     return float(vals.median()) / (2 * math.log(2))
 
 
+def _resolve_noise_var(noise_var, ksp, mask):
+    """``None``, a number, or ``"auto"`` (:func:`estimate_noise_var`) -> ``None`` or a number."""
+    if isinstance(noise_var, str):
+        if noise_var != "auto":
+            raise InputError(f"noise_var must be a number or 'auto', not {noise_var!r}")
+        return estimate_noise_var(ksp, mask)
+    return noise_var
+
+
 def data_scale(ksp, maps, mask=None, scaling="cg") -> torch.Tensor:
     """The per-slice factor ``(batch,)`` that brings the image to max magnitude ~ 1."""
     maps, mask = _check(ksp, maps, mask)
@@ -299,6 +308,7 @@ def langevin_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior,
             callback(done[0], total)
 
     nfe0 = prior.nfe
+    noise_var = _resolve_noise_var(noise_var, ksp, mask)
     if noise_var is not None:
         if not noise_var > 0:
             raise InputError(f"noise_var must be positive, got {noise_var}")
@@ -356,10 +366,7 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
     sig = _levels(prior, nfe, sigma_start, sigma_end).tolist()
     g = _generator(seed, ksp.device)
     nv = None
-    if isinstance(noise_var, str):
-        if noise_var != "auto":
-            raise InputError(f"noise_var must be a number or 'auto', not {noise_var!r}")
-        noise_var = estimate_noise_var(ksp, mask)
+    noise_var = _resolve_noise_var(noise_var, ksp, mask)
     if noise_var is not None:
         if not noise_var > 0:
             raise InputError(f"noise_var must be positive, got {noise_var}")

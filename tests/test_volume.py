@@ -1,0 +1,141 @@
+"""Volumes: a multi-slice fastMRI-style file (made here) reconstructed slice by slice by
+`mriprior pics` / `mriprior recon`, fastMRI-style output, resume, and volume metrics."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from mriprior.cli.main import main
+from mriprior.errors import InputError
+from mriprior.io.cfl import read_cfl
+from mriprior.metrics import evaluate_volume
+from mriprior.recon import volume as vmod
+from mriprior.recon.volume import reconstruct_volume
+
+HEADER = """<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
+<encodedSpace><matrixSize><x>64</x><y>32</y><z>1</z></matrixSize></encodedSpace>
+<reconSpace><matrixSize><x>32</x><y>32</y><z>1</z></matrixSize></reconSpace>
+<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"""
+
+
+def _fft2c(a):
+    ax = (-2, -1)
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(a, axes=ax), axes=ax, norm="ortho"),
+                           axes=ax)
+
+
+def _volume_file(path, n_slices=3, coils=6):
+    """fastMRI layout: (slices, coils, 64 readout rows (2x oversampled), 32 phase encodes),
+    columns undersampled (R ~ 1.6, 12 central), reference RSS cropped to 32 x 32."""
+    y = np.linspace(-2, 2, 64)[:, None]
+    x = np.linspace(-1, 1, 32)[None, :]
+    obj = (((y / 0.8) ** 2 + (x / 0.7) ** 2) <= 1) * (1 + 0.5 * (((y - 0.2) / 0.3) ** 2
+                                                             + (x / 0.25) ** 2 <= 1))
+    images = [obj * (1 + 0.3 * s) * np.exp(1j * np.pi * 0.3 * (x + s * y))
+              for s in range(n_slices)]
+    sens = []
+    for c in range(coils):
+        a = 2 * np.pi * c / coils
+        sens.append(np.exp(-((y / 2 - np.sin(a)) ** 2 + (x - np.cos(a)) ** 2) / 1.5)
+                    * np.exp(1j * (a + 0.5 * (y * np.cos(a) - x * np.sin(a)))))
+    sens = np.array(sens)
+    sens /= np.sqrt((np.abs(sens) ** 2).sum(0))
+    full = np.stack([_fft2c(sens * im) for im in images]).astype(np.complex64)
+    mask = np.zeros(32, bool)
+    mask[::2] = True
+    mask[10:22] = True
+    rss = np.sqrt((np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(
+        full, axes=(-2, -1)), axes=(-2, -1), norm="ortho"), axes=(-2, -1))) ** 2).sum(1))
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=full * mask)
+        f.create_dataset("mask", data=mask)
+        f.create_dataset("ismrmrd_header", data=np.bytes_(HEADER.encode()))
+        f.create_dataset("reconstruction_rss", data=rss[:, 16:48].astype(np.float32))
+        f.attrs["patient_id"] = "fake-patient-777"
+    return path
+
+
+@pytest.fixture(scope="module")
+def vol(tmp_path_factory):
+    return _volume_file(tmp_path_factory.mktemp("vol") / "file1000.h5")
+
+
+def test_pics_volume_h5(vol, tmp_path, capsys):
+    out = tmp_path / "rec.h5"
+    assert main(["pics", "-l1", "-r", "0.002", "-i", "60", str(vol), str(out)]) == 0
+    with h5py.File(out, "r") as f:
+        rec = f["reconstruction"][()]
+        attrs = dict(f.attrs)
+        assert "std" not in f
+    assert rec.shape == (3, 32, 32) and rec.dtype == np.float32
+    assert attrs["method"] == "pics" and attrs["source"] == "file1000.h5"
+    assert json.loads(attrs["settings"])["lam"] == 0.002
+    assert "fake-patient" not in json.dumps({k: str(v) for k, v in attrs.items()})
+    with h5py.File(vol, "r") as f:
+        ref = f["reconstruction_rss"][()]
+    m = evaluate_volume(ref, rec)
+    assert m["psnr"] > 40 and m["ssim"] > 0.99, m  # R ~ 1.6 with 6 coils: nearly exact
+    assert not (tmp_path / "rec.h5.parts").exists()
+    # metrics in fastMRI's volume convention, from the two files
+    capsys.readouterr()
+    assert main(["metrics", "--json", str(vol), str(out)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got == pytest.approx(m)
+
+
+def test_volume_metrics_convention():
+    """Data range = the whole reference volume's maximum, SSIM per slice averaged (fastMRI)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    g = np.random.default_rng(0)
+    ref = g.random((3, 16, 16)) * np.array([1.0, 2.0, 0.5])[:, None, None]
+    rec = np.abs(ref + 0.05 * g.standard_normal(ref.shape))  # magnitudes, as fastMRI
+    m = evaluate_volume(ref, rec)
+    assert m["psnr"] == pytest.approx(peak_signal_noise_ratio(ref, rec, data_range=ref.max()))
+    want = np.mean([structural_similarity(ref[i], rec[i], data_range=ref.max())
+                    for i in range(3)])
+    assert m["ssim"] == pytest.approx(want)
+    assert m["nmse"] == pytest.approx(np.sum((ref - rec) ** 2) / np.sum(ref ** 2))
+
+
+def test_posterior_volume_resumes_per_slice(vol, tmp_path, monkeypatch):
+    """Killed after slice 1: the rerun reconstructs only the rest and gives the same volume."""
+    kw = dict(method="fast", prior="bundled", chains=2, nfe=3, noise_var="auto")
+    ref = tmp_path / "full.h5"
+    reconstruct_volume(vol, ref, **kw)
+    real = vmod._one_slice
+    calls = []
+
+    def dies_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(vmod, "_one_slice", dies_on_third)
+    out = tmp_path / "r.h5"
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_volume(vol, out, **kw)
+    assert not out.exists() and len(list((tmp_path / "r.h5.parts").glob("slice-*"))) == 2
+    monkeypatch.setattr(vmod, "_one_slice", real)
+    with pytest.raises(InputError, match="different job"):
+        reconstruct_volume(vol, out, **{**kw, "nfe": 4})
+    s = reconstruct_volume(vol, out, **kw)
+    assert s["reconstructed_now"] == 1
+    with h5py.File(out, "r") as a, h5py.File(ref, "r") as b:
+        np.testing.assert_array_equal(a["reconstruction"][()], b["reconstruction"][()])
+        np.testing.assert_array_equal(a["std"][()], b["std"][()])
+        assert a["std"].shape == (3, 32, 32)
+
+
+def test_recon_volume_to_cfl(vol, tmp_path):
+    out = tmp_path / "mmse"
+    assert main(["recon", "--prior", "bundled", "--quiet", "--chains", "2", "--nfe", "2",
+                 str(vol), str(out)]) == 0
+    img, std = read_cfl(out), read_cfl(str(out) + "_std")
+    assert img.shape == (32, 32) + (1,) * 11 + (3,) and std.shape == img.shape
+    assert np.iscomplexobj(img) and np.isfinite(img).all()
