@@ -517,3 +517,20 @@ def test_full_disk_during_training_keeps_a_resumable_run(files, full_disk, tmp_p
     assert "ckpt-00000002.pt" in err[0]
     names = [p.name for p in full_disk.rglob("*")]
     assert not [n for n in names if n.startswith(".")], names
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_has_tensorboard(), reason="TensorBoard is installed here")
+def test_tensorboard_required_but_missing(files, tmp_path, capsys):
+    config(train__tensorboard=True)(tmp_path, files)
+    code, err = _run(["train", str(tmp_path / "c.yaml")], files, tmp_path, capsys)
+    assert code == 2 and len(err) == 1 and "train.tensorboard: true" in err[0], err
+    assert "pip install 'mriprior[tensorboard]'" in err[0]
+    assert not (tmp_path / "run").exists()

@@ -97,8 +97,9 @@ def split_files(args, prog: str) -> bool:
                      f"name(s): {' '.join(files)} (see mriprior {prog} --help)")
 
 
-def volume_progress(quiet: bool = False):
-    """A tqdm bar over slices on stderr (shown on a terminal only), as a progress callback."""
+def progress_bar(desc: str, unit: str, quiet: bool = False):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (on a terminal only,
+    so logs and captured output stay clean)."""
     from tqdm import tqdm
 
     state = {}
@@ -107,10 +108,13 @@ def volume_progress(quiet: bool = False):
         if quiet:
             return
         if "bar" not in state:
-            state["bar"] = tqdm(total=total, unit="slice", desc="volume", disable=None,
-                                leave=False)
+            state["bar"] = tqdm(total=total, unit=unit, desc=desc, disable=None, leave=False)
         state["bar"].n = done
         state["bar"].refresh()
-        if done == total:
+        if done >= total:
             state["bar"].close()
     return progress
+
+
+def volume_progress(quiet: bool = False):
+    return progress_bar("volume", "slice", quiet)

@@ -144,11 +144,12 @@ def run(args):
         raise InputError(f"--batch-size {args.batch_size}: must be >= 1")
     model = build_model(args)
     kspace = build_kspace(args)
-    from mriprior.cli._common import device
+    from mriprior.cli._common import device, progress_bar
 
     summary = simulate_dataset(args.src, args.out, seed=args.seed, model=model, kspace=kspace,
                                overwrite=args.force, batch_size=args.batch_size,
-                               device=device(args.device))
+                               device=device(args.device),
+                               progress=progress_bar("simulate", "slice"))
     extra = f", {summary['kspace_files']} k-space shard(s)" if kspace is not None else ""
     print(f"{summary['out']}: {summary['count']} complex slices{extra}")
     if summary["negative_pixels_clamped"]:

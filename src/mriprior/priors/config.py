@@ -127,6 +127,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "output": Field(str, doc="run folder (relative: to the config file)"),
         "amp": Field(bool, True, doc="mixed precision (CUDA only; ignored on CPU)"),
         "device": Field(("auto", "cpu", "cuda"), "auto"),
+        "tensorboard": Field(("auto", True, False), "auto",
+                             doc="TensorBoard logs in OUTPUT/tensorboard: auto = when the "
+                                 "package is installed (pip install 'mriprior[tensorboard]'), "
+                                 "true = required, false = off"),
     },
     "heldout": {
         "every": Field(int, 0, check=_at_least(0), doc="steps between evaluations; 0: off"),

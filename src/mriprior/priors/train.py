@@ -187,8 +187,22 @@ class _Dist:
 
 
 # ----------------------------------------------------------------------------- the run
+TB_MISSING = ("train.tensorboard: true, but TensorBoard is not installed (pip install "
+              "'mriprior[tensorboard]', or set it to false)")
+
+
+def _check_tensorboard(wanted) -> None:
+    """Fail before anything is written when TensorBoard is required but missing."""
+    if wanted is True:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise InputError(TB_MISSING) from None
+
+
 class _Logger:
-    def __init__(self, output: Path, active: bool, resume_step: int | None):
+    def __init__(self, output: Path, active: bool, resume_step: int | None,
+                 tensorboard="auto"):
         self.active = active
         self.path = output / "log.jsonl"
         self.tb = None
@@ -210,13 +224,19 @@ class _Logger:
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
+        if tensorboard is False:
+            return
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(output / "tensorboard"))
-        except Exception:  # tensorboard not installed: skip silently
-            self.tb = None
+        except ImportError:
+            if tensorboard is True:
+                raise InputError(TB_MISSING) from None
+            warnings.warn("TensorBoard is not installed: logging to log.jsonl only (pip install "
+                          "'mriprior[tensorboard]' for TensorBoard logs)")
+            return
+        self.tb = SummaryWriter(str(output / "tensorboard"))
 
     def write(self, record: dict) -> None:
         if not self.active:
@@ -296,6 +316,7 @@ def train(config, resume: bool = False, *, stop_at: int | None = None) -> dict:
     if stop_at is not None and stop_at % tcfg["save_every"] and stop_at != tcfg["steps"]:
         raise InputError(f"stop_at {stop_at} is not a checkpoint step (train.save_every "
                          f"{tcfg['save_every']})")
+    _check_tensorboard(tcfg["tensorboard"])
     ctx = _Dist(tcfg["device"])
     try:
         with rank0_lock(ctx, tcfg["output"]):
@@ -440,7 +461,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         "ema": True,
     }
     export_net = copy.deepcopy(net).cpu().eval() if is_main else None
-    logger = _Logger(output, is_main, start_step if resume else None)
+    logger = _Logger(output, is_main, start_step if resume else None, tcfg["tensorboard"])
 
     def export(step: int) -> Path:
         export_net.load_state_dict({k: v.cpu() for k, v in net.state_dict().items()})
