@@ -38,7 +38,7 @@ import torch
 from mriprior.data.dataset import open_dataset
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_json
-from mriprior.priors.export import prior_files
+from mriprior.priors.export import prior_files, read_sidecar
 from mriprior.experiments.recon_cases import (PATTERNS, pick_slices, real_case, score,
                                               simulated_case)
 from mriprior.recon.classical import pics, sense_combine
@@ -67,12 +67,10 @@ def _file_hash(prior_path) -> str:
 
 def _describe(prior_path) -> dict:
     """What a prior was trained on, from its JSON sidecar (and the dataset, if present)."""
-    p = Path(str(prior_path))
-    meta = json.loads((p.with_suffix(".json") if p.suffix == ".safetensors"
-                       else p.with_name(p.name + ".json")).read_text())
+    meta = read_sidecar(prior_path)
     d = meta.get("data", {})
     info = {"channels": d.get("channels", "?"), "dataset": d.get("dataset", "?"),
-            "steps": meta.get("step"), "train_slices": None}
+            "steps": meta.get("step"), "train_slices": d.get("slices")}
     try:
         info["train_slices"] = int(len(open_dataset(d["dataset"]).indices(d.get("split",
                                                                              "train"))))

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "prior_files",
-           "FORMAT",
+           "export_folder", "user_prior_dir", "portable", "FORMAT",
            "VERSION", "RECON_DEFAULT_KEYS"]
 
 FORMAT = "mriprior-prior"
@@ -139,19 +140,61 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"  # the bundled priors
 BUNDLED = "prior-ve-cpu"  # what the name "bundled" means: the default prior
 
 
-def prior_files(path) -> tuple[Path, Path]:
-    """``(NAME.safetensors, NAME.json)`` of a prior given as NAME or either file. A NAME with a
-    dot keeps it (``out/prior-v1.5`` -> ``out/prior-v1.5.safetensors``). A bare name that is not
-    a file here but is a bundled prior (``prior-ve-cpu``; ``bundled`` = the default one) resolves
-    to the bundled files."""
-    p = Path(BUNDLED if str(path) == "bundled" and not Path("bundled.json").exists() else path)
-    if p.suffix in (".safetensors", ".json"):
-        p = p.with_suffix("")
+FOLDER_FILES = ("model.safetensors", "config.json")  # a prior folder (as model hubs lay out)
+
+
+def user_prior_dir() -> Path:
+    """Where priors are installed by name: ``$MRIPRIOR_PRIORS``, else
+    ``$XDG_DATA_HOME/mriprior/priors`` (``~/.local/share/mriprior/priors``)."""
+    if os.environ.get("MRIPRIOR_PRIORS"):
+        return Path(os.environ["MRIPRIOR_PRIORS"])
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "mriprior" / "priors"
+
+
+def _pair(p: Path) -> tuple[Path, Path] | None:
+    """The files of prior ``p`` if they exist: a folder, or NAME.safetensors + NAME.json."""
+    if p.is_dir() and (p / FOLDER_FILES[1]).is_file():
+        return p / FOLDER_FILES[0], p / FOLDER_FILES[1]
     weights, sidecar = p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
-    if (len(p.parts) == 1 and not weights.exists() and not sidecar.exists()
-            and (ASSETS / sidecar.name).is_file()):
-        return ASSETS / weights.name, ASSETS / sidecar.name
-    return weights, sidecar
+    if weights.exists() or sidecar.exists():
+        return weights, sidecar
+    return None
+
+
+def prior_files(path) -> tuple[Path, Path]:
+    """``(weights, sidecar)`` of a prior given as a path or a name.
+
+    A path may name either file of ``NAME.safetensors`` + ``NAME.json`` or NAME itself (a NAME
+    with a dot keeps it: ``out/prior-v1.5`` -> ``out/prior-v1.5.safetensors``), or a prior
+    folder (``model.safetensors`` + ``config.json`` + ``README.md``, :func:`export_folder`). A
+    bare name found nowhere here resolves in the user prior directory (:func:`user_prior_dir`),
+    then among the bundled priors; ``bundled`` is the default bundled prior."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json") and not p.is_dir():
+        p = p.with_suffix("")
+    found = _pair(p)
+    if found is not None:
+        return found
+    if len(p.parts) == 1:
+        name = BUNDLED if p.name == "bundled" else p.name
+        for base in (user_prior_dir(), ASSETS):
+            found = _pair(base / name)
+            if found is not None:
+                return found
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def portable(meta):
+    """``meta`` with every absolute path replaced by its last component: a sidecar must not
+    carry the layout of the machine that trained it."""
+    if isinstance(meta, dict):
+        return {k: portable(v) for k, v in meta.items()}
+    if isinstance(meta, list):
+        return [portable(v) for v in meta]
+    if isinstance(meta, str) and os.path.isabs(meta) and len(meta) > 1:
+        return Path(meta).name
+    return meta
 
 
 _paths = prior_files
@@ -169,7 +212,8 @@ def save_prior(path, model: torch.nn.Module, meta: dict) -> tuple[Path, Path]:
     weights, sidecar = _paths(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     from mriprior import __version__
-    side = {"format": FORMAT, "version": VERSION, "created_by": f"mriprior {__version__}", **meta}
+    side = portable({"format": FORMAT, "version": VERSION, "created_by": f"mriprior {__version__}",
+                     **meta})
     weights.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(weights, save(tensors, metadata={"format": FORMAT}))
     atomic_write_text(sidecar, json.dumps(side, indent=1))
@@ -182,7 +226,8 @@ def read_sidecar(path) -> dict:
         meta = json.loads(sidecar.read_text())
     except FileNotFoundError:
         raise InputError(f"{sidecar}: prior sidecar not found (a prior is NAME.safetensors + "
-                         "NAME.json)") from None
+                         "NAME.json, a folder with config.json, or a name installed in "
+                         f"{user_prior_dir()})") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{sidecar}: invalid JSON ({e})") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -253,3 +298,83 @@ def load_prior(path, device=None) -> tuple[torch.nn.Module, dict]:
                          f"({str(e).splitlines()[0]})") from None
     net.eval()
     return (net.to(device) if device is not None else net), meta
+
+
+def _model_card(name: str, meta: dict, weights_sha: str, n_params: int) -> str:
+    cfg = meta.get("config") or {}
+    data, diff = meta.get("data") or {}, meta.get("diffusion") or {}
+    train = cfg.get("train", {})
+    lines = [
+        f"# {name}: an mriprior {meta.get('prior_type', 'diffusion')} prior", "",
+        f"- **Model**: {meta.get('network', {}).get('type', '?')} network, {n_params:,} "
+        f"parameters; parametrisation `{meta.get('parametrisation')}`"
+        + (f", diffusion `{diff.get('type')}` ("
+           + ", ".join(f"{k} {v}" for k, v in diff.items() if k != "type") + ")" if diff else ""),
+        f"- **Training data**: dataset `{data.get('dataset', '?')}` (manifest sha256 "
+        f"`{meta.get('dataset_manifest_sha256', '?')}`), {data.get('channels', '?')} images, "
+        f"crop {data.get('crop', '?')}, split `{data.get('split', '?')}`, normalisation "
+        f"`{data.get('normalisation', '?')}` (images scaled to maximum magnitude 1)",
+        f"- **Training**: {meta.get('step', '?')} steps of batch {train.get('batch_size', '?')} "
+        f"on {train.get('device', '?')}; EMA weights: {meta.get('ema', '?')}; "
+        f"{meta.get('created_by', '?')}, git {meta.get('git_revision', '?')}",
+        "- **Command**: `mriprior train CONFIG` with the run configuration stored under `config` "
+        "in `config.json` (write it out as YAML to retrain)",
+    ]
+    rd = meta.get("recon_defaults")
+    if rd:
+        lines.append(f"- **Reconstruction settings tuned on validation slices** "
+                     f"({rd.get('tuned_on', '?')}): "
+                     + "; ".join(f"{m}: {v}" for m, v in rd.items() if m != "tuned_on"))
+    lines += [
+        "- **Metrics**: see the mriprior benchmark that produced this prior (docs/benchmarks.md, "
+        "docs/priors.md); none are stored with the weights", "",
+        "## Use", "", "```bash",
+        f"mriprior recon --prior {name} --noise-var auto ksp sens mmse  # by name or path",
+        f"mriprior export {name} {name}.pt                 # TorchScript for BART 1.0",
+        "```", "", "```python", "import mriprior as mp",
+        f"prior = mp.load_image_prior({name!r})", "```", "",
+        "## Files", "",
+        f"- `model.safetensors` (sha256 `{weights_sha}`): the weights (never a pickle)",
+        "- `config.json`: the sidecar (network, parametrisation, data, training run)",
+        "", "Licence: as the training data allow; the open corpus and the simulated phase are "
+        "redistributable, clinical archives usually are not.", ""]
+    return "\n".join(lines)
+
+
+def export_folder(prior, out) -> Path:
+    """Write prior ``prior`` as a publishable folder ``out``: ``model.safetensors``,
+    ``config.json`` (the sidecar, without absolute paths) and ``README.md`` (a model card:
+    training data, command, settings, use). Built in a temporary sibling and renamed into place;
+    an existing ``out`` is replaced only when it is an empty folder or a prior folder."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from safetensors import safe_open
+
+    from mriprior.io.files import check_replaceable
+
+    weights, _ = prior_files(prior)
+    meta = portable(read_sidecar(prior))
+    load_prior(prior)  # the weights must load against the sidecar before we publish them
+    out = Path(out)
+    check_replaceable(out, lambda d: (d / FOLDER_FILES[1]).is_file(), "a prior folder")
+    data = weights.read_bytes()
+    with safe_open(str(weights), framework="pt") as f:
+        n_params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    name = out.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{name}.tmp-"))
+    try:
+        (tmp / FOLDER_FILES[0]).write_bytes(data)
+        (tmp / FOLDER_FILES[1]).write_text(json.dumps(meta, indent=1) + "\n")
+        (tmp / "README.md").write_text(_model_card(name, meta, hashlib.sha256(data).hexdigest(),
+                                                   n_params))
+        from mriprior.io.files import DIR_MODE
+        os.chmod(tmp, DIR_MODE)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

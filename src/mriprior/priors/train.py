@@ -454,7 +454,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         "data": {"channels": dcfg["channels"],
                  "normalisation": _find_key(ds.manifest.get("options", {}), "normalize"),
                  "kind": ds.kind, "crop": dcfg["crop"], "split": dcfg["split"],
-                 "dataset": dcfg["path"]},
+                 "dataset": dcfg["path"], "slices": int(len(ds.indices(dcfg["split"])))},
         "dataset_manifest_sha256": manifest_sha,
         "git_revision": _git_revision() if is_main else None,
         "config": cfg,
