@@ -115,7 +115,7 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
         return rc, capsys.readouterr().err
 
     rc, err = run()
-    assert rc == 0 and "fast (chains 2, nfe 3, sigma_start 0.3)" in err
+    assert rc == 0 and "fast (chains 2, nfe 3, sigma_start 0.3, noise_var auto)" in err
     assert "3 network evaluations" in err
     rc, err = run("--nfe", "2")
     assert rc == 0 and "nfe 2" in err and "sigma_start 0.3" in err
