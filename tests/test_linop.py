@@ -82,3 +82,12 @@ def test_sense_rejects_bad_shapes():
         Sense(torch.zeros(4, 8, 8, dtype=torch.complex64))
     with pytest.raises(InputError, match="mask shape"):
         Sense(torch.zeros(1, 4, 8, 8, dtype=torch.complex64), torch.ones(7, 8))
+
+
+def test_broadcast_shape_matches_torch():
+    from mriprior.physics.linop import broadcast_shape
+    for shapes in [((3, 1, 4), (1, 5, 4)), ((2,), (3, 2)), ((), (2, 3)),
+                   ((1, 1, 24, 24), (1, 4, 24, 24)), ((5, 1), (1,), (2, 5, 7))]:
+        assert broadcast_shape(*shapes) == torch.broadcast_shapes(*shapes)
+    with pytest.raises(RuntimeError):
+        broadcast_shape((3,), (4,))

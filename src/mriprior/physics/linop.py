@@ -12,7 +12,21 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["LinOp", "Compose", "Identity", "Multiply", "FFT2", "Mask", "adjoint_test", "vdot"]
+__all__ = ["broadcast_shape", "LinOp", "Compose", "Identity", "Multiply", "FFT2", "Mask", "adjoint_test", "vdot"]
+
+
+def broadcast_shape(*shapes) -> torch.Size:
+    """The broadcast of ``shapes`` (NumPy rules), or RuntimeError as ``torch.broadcast_shapes``
+    raises: plain Python, because the first ``torch.broadcast_shapes`` call imports sympy
+    (~0.4 s of every command's start-up)."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for d in range(-ndim, 0):
+        sizes = {s[d] for s in shapes if len(s) >= -d} - {1}
+        if len(sizes) > 1:
+            raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+        out.append(sizes.pop() if sizes else 1)
+    return torch.Size(out)
 
 
 def vdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

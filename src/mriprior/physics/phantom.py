@@ -39,6 +39,7 @@ from typing import Sequence
 import torch
 
 from mriprior.errors import InputError
+from mriprior.physics.linop import broadcast_shape
 
 __all__ = [
     "Ellipse",
@@ -150,7 +151,7 @@ def phantom_ft(ky: torch.Tensor, kx: torch.Tensor,
     ky = torch.as_tensor(ky, dtype=torch.float64)
     kx = torch.as_tensor(kx, dtype=torch.float64, device=ky.device)
     kX, kY = _to_frame(ky, kx)  # the frame map is orthogonal, so frequencies map the same way
-    out = torch.zeros(torch.broadcast_shapes(ky.shape, kx.shape), dtype=torch.complex128,
+    out = torch.zeros(broadcast_shape(ky.shape, kx.shape), dtype=torch.complex128,
                       device=ky.device)
     for e in ellipses:
         ku, kv = _rotate(e, kX, kY)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from mriprior.errors import InputError
+from mriprior.physics.linop import broadcast_shape
 from mriprior.physics.fft import fft2c, ifft2c
 from mriprior.physics.linop import LinOp
 
@@ -38,7 +39,7 @@ class Sense(LinOp):
         if mask is not None:
             mask = mask.to(device=maps.device, dtype=maps.real.dtype)
             try:
-                torch.broadcast_shapes(mask.shape, maps.shape[:1] + maps.shape[2:])
+                broadcast_shape(mask.shape, maps.shape[:1] + maps.shape[2:])
             except RuntimeError:
                 raise InputError(f"mask shape {tuple(mask.shape)} does not broadcast to k-space "
                                  f"{tuple(maps.shape[:1] + maps.shape[2:])}") from None
@@ -91,7 +92,7 @@ class Sense(LinOp):
             k = torch.fft.fft2(torch.sum(maps0 * xs, dim=1)) * mask0
             out = torch.sum(maps0_conj * torch.fft.ifft2(k).unsqueeze(1), dim=2)
         else:
-            shape = torch.broadcast_shapes(maps0.shape[:1], xs.shape[:1]) + maps0.shape[2:]
+            shape = broadcast_shape(maps0.shape[:1], xs.shape[:1]) + maps0.shape[2:]
             if self._buffers is None or self._buffers[0].shape != shape or \
                     self._buffers[0].dtype != x.dtype:
                 self._buffers = (torch.empty(shape, dtype=x.dtype, device=x.device),)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mriprior.errors import InputError
+from mriprior.physics.linop import broadcast_shape
 from mriprior.physics.fft import fft2c
 
 __all__ = [
@@ -195,7 +196,7 @@ def simulate_multicoil(image: torch.Tensor, maps: torch.Tensor, noise_cov=None,
     if mask is not None:
         mask = torch.as_tensor(mask, device=ksp.device)
         try:
-            torch.broadcast_shapes(mask.shape, ksp.shape)
+            broadcast_shape(mask.shape, ksp.shape)
         except RuntimeError:
             raise InputError(f"mask {_shape(mask)} does not broadcast to k-space "
                              f"{_shape(ksp)}") from None

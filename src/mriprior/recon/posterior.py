@@ -58,6 +58,7 @@ import torch
 
 from mriprior.diffusion.schedules import randn_like
 from mriprior.errors import InputError
+from mriprior.physics.linop import broadcast_shape
 from mriprior.physics.sense import Sense
 from mriprior.recon.classical import estimate_pattern
 from mriprior.recon.priors import ImagePrior
@@ -101,7 +102,7 @@ def _check(ksp, maps, mask):
     elif mask.ndim == 3:
         mask = mask.unsqueeze(1)
     try:
-        torch.broadcast_shapes(mask.shape, ksp.shape)
+        broadcast_shape(mask.shape, ksp.shape)
         if mask.ndim != 4:
             raise RuntimeError
     except RuntimeError:

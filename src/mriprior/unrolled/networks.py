@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mriprior.errors import InputError
+from mriprior.physics.linop import broadcast_shape
 from mriprior.physics.fft import fft2c, ifft2c
 from mriprior.recon.solvers import conjugate_gradient
 
@@ -116,7 +117,7 @@ def _check_inputs(y, maps, mask):
         raise InputError(f"k-space {tuple(y.shape)} and coil maps {tuple(maps.shape)} must both "
                          "be (batch, coil, y, x)")
     try:
-        torch.broadcast_shapes(mask.shape, y.shape)
+        broadcast_shape(mask.shape, y.shape)
     except RuntimeError:
         raise InputError(f"mask {tuple(mask.shape)} does not broadcast to k-space "
                          f"{tuple(y.shape)}") from None
