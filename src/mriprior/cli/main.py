@@ -81,6 +81,9 @@ def _os_message(e: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # the command line only writes figures to files: a non-interactive backend unless the user
+    # chose one (library functions leave the backend alone)
+    os.environ.setdefault("MPLBACKEND", "Agg")
     debug = "--debug" in argv  # anywhere on the line: show tracebacks instead of one line
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):

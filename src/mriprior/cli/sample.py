@@ -81,8 +81,6 @@ def run(args):
 
 def _grid(path, x):
     from mriprior.experiments.report import save_figure
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = x.shape[0]

@@ -54,8 +54,9 @@ def _run_gan(args):
     if args.steps is not None:
         over["train.steps"] = args.steps
     if args.device is not None:
-        over["train.device"] = "cuda" if args.device == "auto" and __import__(
-            "torch").cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+        from mriprior.cli._common import device
+
+        over["train.device"] = device(args.device).type  # the GAN trainer takes cpu / cuda
     if over:
         raw = apply_overrides(raw, over)
     try:

@@ -106,8 +106,6 @@ def run_demo(out_dir: str, cfg: DemoConfig = DemoConfig(), device="cpu", log=pri
 
 
 def _figure(path, ref, recons, results, mask):
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     r = ref[0].abs().cpu().numpy()

@@ -302,8 +302,6 @@ def summarise(rows):
 def figure(path, panels):
     """Rows per panel: magnitude (yellow box: zoom), zoom, |error| x 5 with the
     hallucinated structures outlined (cyan). Networks: seed 0 of each source."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     methods = [m for m in panels[0]["out"] if "|" not in m or m.endswith("|0")]

@@ -161,8 +161,6 @@ def run_phase_eval(out_dir, data=None, real=None, prior=None, cond_prior=None, g
 
 
 def _figure(path: Path, shown) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cols = 2 + len(shown[0][3])

@@ -245,9 +245,6 @@ def run(data: str | Path, out: str | Path, n_seeds: int = 16, model: PhaseModel 
 
 
 def _figure(path: Path, ref, sims, mask, real, sim, sim_clean) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = sims.shape[0]

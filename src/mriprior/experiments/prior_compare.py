@@ -309,8 +309,6 @@ def table(res: dict, command: str) -> tuple[str, str]:
 
 
 def figure(path: Path, images: dict, prior_names) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     shown = ["L1-wavelet"] + [f"{n} fast MMSE" for n in prior_names]

@@ -160,8 +160,6 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
 
 
 def _figure(path, ref, recons, std, results):
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     r = ref[0].abs().cpu().numpy()

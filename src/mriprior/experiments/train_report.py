@@ -34,8 +34,6 @@ def summarise(records: list[dict]) -> dict:
 
 
 def plot(records: list[dict], out: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     train = [r for r in records if "loss" in r and "step" in r]
