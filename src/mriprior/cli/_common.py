@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import torch
 
@@ -118,3 +120,69 @@ def progress_bar(desc: str, unit: str, quiet: bool = False):
 
 def volume_progress(quiet: bool = False):
     return progress_bar("volume", "slice", quiet)
+
+
+SLICE_DIM = 13  # BART's slice dimension
+
+
+def slice_count(path: str) -> int:
+    from mriprior.io.cfl import read_header
+
+    return read_header(path)[SLICE_DIM]
+
+
+def run_slices(args, run_one, prog: str, inputs, outputs) -> None:
+    """A k-space file with several slices in BART dim 13: ``run_one(args)`` once per slice.
+
+    Every file option in ``inputs`` with the same slice count is cut per slice, one with a
+    single slice is shared; the files in ``outputs`` are stacked along dim 13. Resumable: each
+    slice's outputs go to ``OUT.parts/`` and a slice counts as done once its marker is written;
+    rerunning the same command continues (a different command line is refused). The output's
+    lock is held throughout.
+    """
+    import json
+    import shutil
+    from pathlib import Path
+
+    from mriprior.io.cfl import read_cfl, read_header, write_cfl
+    from mriprior.io.files import atomic_write_json, atomic_write_text, output_lock
+
+    n = read_header(args.kspace)[SLICE_DIM]
+    for name in inputs:
+        path = getattr(args, name, None)
+        if path and read_header(path)[SLICE_DIM] not in (1, n):
+            raise InputError(f"{path}: {read_header(path)[SLICE_DIM]} slices (BART dim 13), but "
+                             f"{args.kspace} has {n}")
+    out = Path(args.output)
+    parts = out.with_name(out.name + ".parts")
+    sig = {k: v for k, v in sorted(vars(args).items())
+           if isinstance(v, (str, int, float, bool, type(None))) and not k.startswith("_")}
+    progress = progress_bar("slices", "slice", getattr(args, "quiet", False))
+    with output_lock(out, prog):
+        parts.mkdir(parents=True, exist_ok=True)
+        jpath = parts / "job.json"
+        if jpath.exists() and json.loads(jpath.read_text()) != sig:
+            raise InputError(f"{parts}: holds slices of a different command; rerun the same "
+                             "command, or delete it")
+        atomic_write_json(jpath, sig, allow_nan=True)
+        for s in range(n):
+            if not (parts / f"done-{s:05d}").exists():
+                one = argparse.Namespace(**vars(args))
+                for name in inputs:
+                    path = getattr(args, name, None)
+                    if path and read_header(path)[SLICE_DIM] == n:
+                        cut = parts / f"in-{name}-{s:05d}"
+                        write_cfl(cut, np.take(read_cfl(path, squeeze=False), [s], SLICE_DIM))
+                        setattr(one, name, str(cut))
+                for name in outputs:
+                    if getattr(args, name, None):
+                        setattr(one, name, str(parts / f"out-{name}-{s:05d}"))
+                one.files = [one.kspace, one.sens, one.output]
+                run_one(one)
+                atomic_write_text(parts / f"done-{s:05d}", "")
+            progress(s + 1, n)
+        for name in outputs:
+            if getattr(args, name, None):
+                stack = [read_cfl(parts / f"out-{name}-{s:05d}", squeeze=False) for s in range(n)]
+                write_cfl(getattr(args, name), np.concatenate(stack, axis=SLICE_DIM))
+        shutil.rmtree(parts, ignore_errors=True)

@@ -123,10 +123,13 @@ def _regulariser(args):
 def run(args):
     import torch
     from mriprior.cli._common import (check_output, device, load_kspace, load_maps, load_pattern,
-                                      split_files, volume_progress)
+                                      run_slices, slice_count, split_files, volume_progress)
     from mriprior.recon.classical import bart_pics_phase, pics
 
     volume = split_files(args, "pics")
+    if not volume and slice_count(args.kspace) > 1:  # slices in BART dim 13: one at a time
+        return run_slices(args, run, "pics", ("kspace", "sens", "pattern", "warm"),
+                          ("output",))
     if args.iters < 0:
         raise InputError(f"-i {args.iters}: the number of iterations must be >= 0")
     for flag, value, ok in (("-r", args.lam, args.lam >= 0), ("-s", args.step, args.step > 0),

@@ -184,7 +184,7 @@ def _run_volume(args, dev):
 
 def run(args):
     from mriprior.cli._common import (check_output, device, load_kspace, load_maps, load_pattern,
-                                      split_files)
+                                      run_slices, slice_count, split_files)
 
     import torch
     from tqdm import tqdm
@@ -193,6 +193,9 @@ def run(args):
     from mriprior.recon.priors import load_image_prior
 
     volume = split_files(args, "recon")
+    if not volume and slice_count(args.kspace) > 1:  # slices in BART dim 13: one at a time
+        return run_slices(args, run, "recon", ("kspace", "sens", "pattern"),
+                          ("output", "std", "var", "samples", "flag"))
     dev = device(args.device)
     scaling = _scaling(args.scaling)
     if volume:
