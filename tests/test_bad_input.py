@@ -511,7 +511,7 @@ def test_full_disk_one_line_nothing_left(files, full_disk, capsys, argv, fill):
 def test_full_disk_during_training_keeps_a_resumable_run(files, full_disk, tmp_path, capsys):
     """The first checkpoint does not fit: one line, no temporary file, no lock left; the run
     folder (config, log) stays for a resume once there is space."""
-    config(output=str(full_disk / "run"))(tmp_path, files)
+    config(output=str(full_disk / "run"), train__tensorboard=False)(tmp_path, files)
     code, err = _run(["train", str(tmp_path / "c.yaml")], files, tmp_path, capsys)
     assert code == 2 and len(err) == 1 and "No space left on device" in err[0], err
     assert "ckpt-00000002.pt" in err[0]
