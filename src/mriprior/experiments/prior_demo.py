@@ -103,7 +103,7 @@ def load_case(path=DEFAULT_CASE):
 
 def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int = 4,
                    nfe: int = 30, lambda_l1: float = 0.005, seed: int = 0, device="cpu",
-                   log=print) -> dict:
+                   noise_var="auto", log=print) -> dict:
     from mriprior.io.cfl import write_cfl
     from mriprior.metrics import evaluate
     from mriprior.physics.espirit import espirit
@@ -132,7 +132,8 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
     times["L1-wavelet"] = time.perf_counter() - t
     t = time.perf_counter()
     with torch.no_grad():
-        r = fast_posterior(ksp, maps, pr, chains=chains, nfe=nfe, seed=seed)
+        r = fast_posterior(ksp, maps, pr, chains=chains, nfe=nfe, seed=seed,
+                           noise_var=noise_var)  # as `mriprior recon` (bench/noise_dc.py)
     recons["prior MMSE"] = r.mmse
     times["prior MMSE"] = time.perf_counter() - t
     results = {}
@@ -140,7 +141,8 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
         m = evaluate(ref, img)
         results[name] = {**{k: float(v) for k, v in m.items()}, "seconds": times[name]}
         log(f"{name:>12}: PSNR {m['psnr']:6.2f} dB  SSIM {m['ssim']:.4f}  ({times[name]:.1f} s)")
-    results["prior MMSE"].update({"chains": chains, "nfe_per_chain": r.nfe})
+    results["prior MMSE"].update({"chains": chains, "nfe_per_chain": r.nfe,
+                                  "noise_var": noise_var})
     _, flagged = credibility_map(r.mmse, r.std)
     write_cfl(os.path.join(out_dir, "ksp"), ksp[0].cpu().numpy().T[:, :, None, :])
     write_cfl(os.path.join(out_dir, "sens"), maps[0].cpu().numpy().T[:, :, None, :])
