@@ -478,7 +478,7 @@ def _gan_raw(data, out, steps):
 def test_gan_trains_resumes_exactly_exports_and_augments(conditional_model, magdata, tmp_path):
     from safetensors.torch import load_file
 
-    from mriprior.priors.gan import train_gan, validate_gan_config
+    from mriprior.priors.gan_train import train_gan, validate_gan_config
 
     data = conditional_model / "cplx"  # complex 16 x 16 slices with a phase ramp
     r = train_gan(_gan_raw(data, tmp_path / "a", 6), log=lambda *_: None)
@@ -535,7 +535,7 @@ def test_gan_phase_is_seeded_and_leaves_the_global_rng_alone():
 def test_shipped_gan_config_validates():
     import yaml
 
-    from mriprior.priors.gan import validate_gan_config
+    from mriprior.priors.gan_train import validate_gan_config
 
     p = Path(__file__).resolve().parents[1] / "configs" / "gan-phase-cpu.yaml"
     cfg = validate_gan_config(yaml.safe_load(p.read_text()), base_dir=p.parent)

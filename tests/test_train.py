@@ -298,7 +298,7 @@ def test_every_shipped_config_validates(path):
 
     raw = yaml.safe_load(path.read_text())
     if raw.get("gan"):
-        from mriprior.priors.gan import validate_gan_config
+        from mriprior.priors.gan_train import validate_gan_config
         cfg = validate_gan_config(raw, base_dir=path.parent)
     elif raw.get("unrolled"):
         from mriprior.unrolled.train import load_unrolled_config

@@ -1,6 +1,6 @@
 """Train a score prior from a YAML config (single process, or DDP under ``torchrun``).
 
-A config with ``gan: true`` trains the pix2pix phase GAN instead (mriprior.priors.gan; one
+A config with ``gan: true`` trains the pix2pix phase GAN instead (mriprior.priors.gan_train; one
 process, CPU or one GPU, exact resume too); one with ``unrolled: true`` trains an unrolled
 reconstruction network (VarNet / MoDL, mriprior.unrolled.train) on synthesised k-space, with the
 same DDP / resume / export machinery as the priors.
@@ -46,7 +46,7 @@ def _run_gan(args):
 
     from mriprior.errors import InputError
     from mriprior.priors.config import apply_overrides, read_yaml
-    from mriprior.priors.gan import train_gan
+    from mriprior.priors.gan_train import train_gan
 
     p = Path(args.config)
     raw = read_yaml(p)

@@ -44,6 +44,7 @@ import torch
 from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_bytes, atomic_write_text
+from mriprior.priors.networks import network_from_config
 
 __all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "prior_files",
            "export_folder", "user_prior_dir", "portable", "FORMAT",
@@ -257,7 +258,6 @@ def load_prior(path, device=None) -> tuple[torch.nn.Module, dict]:
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    from mriprior.priors.networks import network_from_config
 
     weights, sidecar = _paths(path)
     meta = read_sidecar(path)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mriprior.errors import InputError
+from mriprior.priors.gan import PhaseGenerator
 from mriprior.priors.pixelcnn import PIXELCNN_KEYS, PIXELCNN_PRESETS, PixelCNNPP
 
 __all__ = [
@@ -385,8 +386,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (elements) of ``model``; buffers (e.g. Fourier frequencies) excluded."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
-
-from mriprior.priors.gan import PhaseGenerator  # noqa: E402
 
 _NETWORK_TYPES: dict[str, type[nn.Module]] = {"unet": ScoreUNet, "pixelcnn": PixelCNNPP,
                                               "pix2pix": PhaseGenerator}

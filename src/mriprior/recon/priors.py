@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from mriprior.errors import InputError
 
-__all__ = ["ImagePrior", "DiffusionPrior", "GaussianPrior", "load_image_prior"]
+__all__ = ["ImagePrior", "DiffusionPrior", "GaussianPrior", "PixelCNNPrior", "load_image_prior"]
 
 
 class ImagePrior:
@@ -217,6 +217,42 @@ class GaussianPrior(ImagePrior):
                 + 0.5 * n * math.log(2 * math.pi * self.var))
 
 
+class PixelCNNPrior(ImagePrior):
+    """A PixelCNN++ prior (explicit likelihood) as a reconstruction prior: ``nll`` and its
+    gradient. A 2-channel prior scores (real, imaginary); a 1-channel (magnitude) prior scores
+    ``|x|`` (the gradient reaches ``x`` through ``|x|``, zero at ``x = 0``). The network is fully
+    convolutional and causal, so any image size works. It has no noise levels, so only
+    :func:`mriprior.recon.posterior.prior_pics` can use it; ``reg_grad`` is the gradient of the
+    NLL in nats (BART's ``pics -R TF`` semantics), and ``lam`` must be tuned for it (the NLL
+    gradient per pixel is of the order of 1 / bin width)."""
+
+    reg_lipschitz = 1.0
+
+    def __init__(self, net: torch.nn.Module, meta: dict):
+        super().__init__()
+        self.net = net.eval()
+        self.meta = meta
+        self.recon_defaults = dict(meta.get("recon_defaults") or {})
+        self.channels = int(getattr(net, "config", {}).get("in_channels", 2))
+        p = next(net.parameters(), None)
+        self.device = p.device if p is not None else torch.device("cpu")
+
+    @property
+    def model(self):  # parameter counting in demos / benchmarks
+        return self.net
+
+    def nll(self, x: torch.Tensor) -> torch.Tensor:
+        """NLL in nats per batch item (maps summed)."""
+        from mriprior.priors.pixelcnn import image_nll
+
+        imgs, shape = _as_images(x)
+        imgs = imgs.to(self.device)
+        self.nfe += 1
+        v = imgs if self.channels == 2 else imgs.abs()
+        out = image_nll(self.net, v).to(x.device)
+        return out.reshape(shape[0], -1).sum(1)
+
+
 def load_image_prior(path, device=None, reg_sigma: float | None = None,
                      max_batch: int | None = None) -> ImagePrior:
     """Load an exported prior (``NAME.safetensors`` + ``NAME.json``) as an :class:`ImagePrior`."""
@@ -224,8 +260,7 @@ def load_image_prior(path, device=None, reg_sigma: float | None = None,
 
     net, meta = load_prior(path, device=device)
     if meta.get("prior_type", "diffusion") == "pixelcnn" or meta.get("parametrisation") == "nll":
-        from mriprior.recon.pixelcnn_prior import PixelCNNPrior  # explicit-likelihood priors
-        return PixelCNNPrior(net, meta)
+        return PixelCNNPrior(net, meta)  # explicit likelihood
     if int(net.config.get("cond_channels", 0) if hasattr(net, "config") else 0):
         raise InputError(f"{path}: a conditional model (phase given magnitude), not an image "
                          "prior; it is used by `mriprior augment --method conditional`")
