@@ -431,6 +431,14 @@ def run_case(name, case, priors, tuning, cfg, run: Run) -> dict:
                            sigma_start=t["sigma_start"], seed=0, keep_samples=True)
         m[f"{pname} fast MMSE"] = {**score(case, r.mmse), "nfe": r.nfe,
                                    "sigma_start": t["sigma_start"], **uncertainty(case, r)}
+        # the same sampler with the noise-model data step (`mriprior recon`'s default since
+        # bench/noise_dc.py); same start level, nothing else tuned
+        r = fast_posterior(ksp, maps, prior, chains=cfg.chains, nfe=cfg.nfe,
+                           sigma_start=t["sigma_start"], seed=0, keep_samples=True,
+                           noise_var="auto")
+        m[f"{pname} fast MMSE, noise model"] = {**score(case, r.mmse), "nfe": r.nfe,
+                                                "sigma_start": t["sigma_start"],
+                                                **uncertainty(case, r)}
     best = max((k for k in m if k not in ("zero-filled", "L1-wavelet")),
                key=lambda k: m[k]["psnr"])
     run.log(f"  {name}: L1 {m['L1-wavelet']['psnr']:.2f} dB, best prior method {best} "
