@@ -40,7 +40,7 @@ from mriprior.data.open_data import sha256_file
 from mriprior.data.simulate import slice_seed
 from mriprior.diffusion.losses import PARAMETRISATIONS
 from mriprior.errors import InputError
-from mriprior.io.files import atomic_write, atomic_write_text, locks_output
+from mriprior.io.files import atomic_write, locks_output, work_folder
 from mriprior.priors.export import prior_files
 
 __all__ = ["AugmentSettings", "augment_dataset", "work_dir"]
@@ -249,17 +249,8 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
         raise InputError(f"{out}: already exists and is not this job's finished output "
                          "(use --force to replace it)")
     check_output(out, overwrite)
-    created = not parts.exists()
-    parts.mkdir(parents=True, exist_ok=True)
-    jpath = parts / "job.json"
-    if jpath.exists():
-        old = json.loads(jpath.read_text())
-        if old != job:
-            raise InputError(f"{parts}: holds chunks of a different job: "
-                             f"{_diff(old.get('settings', {}), job['settings']) or _diff(old, job)}"
-                             f"; use the same settings, or delete {parts}")
-    else:  # every rank may write it: same content, atomic
-        atomic_write_text(jpath, json.dumps(job, indent=1))
+    created = work_folder(parts, job, lambda old, new: _diff(old.get("settings", {}),
+                                                            new["settings"]) or _diff(old, new))
     n_chunks = -(-len(ds) // settings.chunk)
     mine = [c for c in range(n_chunks) if c % world_size == rank
             and not _chunk_path(parts, c).exists()]

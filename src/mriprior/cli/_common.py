@@ -140,12 +140,11 @@ def run_slices(args, run_one, prog: str, inputs, outputs) -> None:
     rerunning the same command continues (a different command line is refused). The output's
     lock is held throughout.
     """
-    import json
     import shutil
     from pathlib import Path
 
     from mriprior.io.cfl import read_cfl, read_header, write_cfl
-    from mriprior.io.files import atomic_write_json, atomic_write_text, output_lock
+    from mriprior.io.files import atomic_write_text, output_lock, work_folder
 
     n = read_header(args.kspace)[SLICE_DIM]
     for name in inputs:
@@ -159,12 +158,7 @@ def run_slices(args, run_one, prog: str, inputs, outputs) -> None:
            if isinstance(v, (str, int, float, bool, type(None))) and not k.startswith("_")}
     progress = progress_bar("slices", "slice", getattr(args, "quiet", False))
     with output_lock(out, prog):
-        parts.mkdir(parents=True, exist_ok=True)
-        jpath = parts / "job.json"
-        if jpath.exists() and json.loads(jpath.read_text()) != sig:
-            raise InputError(f"{parts}: holds slices of a different command; rerun the same "
-                             "command, or delete it")
-        atomic_write_json(jpath, sig, allow_nan=True)
+        work_folder(parts, sig)
         for s in range(n):
             if not (parts / f"done-{s:05d}").exists():
                 one = argparse.Namespace(**vars(args))

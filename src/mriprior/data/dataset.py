@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mriprior.errors import InputError
-from mriprior.io.files import DIR_MODE, _named, atomic_write_json, check_replaceable
+from mriprior.io.files import DIR_MODE, atomic_write_json, check_replaceable, named_oserror
 
 __all__ = ["DatasetWriter", "Dataset", "open_dataset", "check_output", "is_dataset", "FORMAT",
            "VERSION"]
@@ -121,7 +121,7 @@ class DatasetWriter:
         try:
             np.save(self.tmp / name, np.stack(self._buf))
         except OSError as e:  # numpy reports a short write without errno or file name
-            raise _named(e, self.out) from None
+            raise named_oserror(e, self.out) from None
         self.shards.append({"file": name, "count": len(self._buf)})
         self._buf = []
 

@@ -152,6 +152,7 @@ import numpy as np
 
 from mriprior.data.dataset import DatasetWriter, check_output
 from mriprior.errors import InputError
+from mriprior.physics.crop import centre_crop
 from mriprior.io.files import locks_output
 
 __all__ = ["import_dataset", "format_summary", "salt_file", "load_salt", "subject_hash",
@@ -606,13 +607,6 @@ def _coil_combine(k: np.ndarray, combine: str) -> np.ndarray:
     return img.numpy().astype(np.complex64)
 
 
-def _centre_crop(img: np.ndarray, size) -> np.ndarray:
-    h, w = img.shape
-    ch, cw = min(h, size[0]), min(w, size[1])
-    y0, x0 = h // 2 - ch // 2, w // 2 - cw // 2
-    return img[y0:y0 + ch, x0:x0 + cw]
-
-
 def _decode_fastmri(unit: _Unit, opts: _Options):
     from mriprior.io.fastmri import read_fastmri
 
@@ -627,7 +621,7 @@ def _decode_fastmri(unit: _Unit, opts: _Options):
             img = _coil_combine(vol.slice(i), opts.combine)
             rec = {"index": i, "combine": opts.combine, "coils": int(vol.shape[1])}
             if recon is not None:
-                img = _centre_crop(img, (recon[0], recon[1]))
+                img = centre_crop(img, (recon[0], recon[1]))
                 rec["recon_crop"] = [int(v) for v in img.shape]
             out.append((0, img, rec))
     return [out], []

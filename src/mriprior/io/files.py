@@ -30,7 +30,7 @@ from typing import Callable
 from mriprior.errors import InputError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "check_replaceable",
+           "check_replaceable", "work_folder", "named_oserror",
            "make_parent", "output_lock", "locks_output", "lock_path"]
 
 
@@ -77,14 +77,14 @@ def atomic_write(path, write: Callable[[Path], object], *, fsync: bool = False) 
     except OSError as e:
         if e.filename is not None:
             raise
-        raise _named(e, path) from None
+        raise named_oserror(e, path) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
 
 
-def _named(e: OSError, path) -> OSError:
+def named_oserror(e: OSError, path) -> OSError:
     """``e`` with the file name it lacked; a short write without errno (numpy's) is a full disk."""
     if e.errno is None:
         return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({e})", str(path))
@@ -124,6 +124,30 @@ def check_replaceable(path, is_ours: Callable[[Path], bool], what: str) -> None:
                                       else "")
     raise InputError(f"{path}: not {what} (it holds {shown}); --force replaces only {what} or "
                      "an empty folder")
+
+
+def work_folder(folder, job: dict, describe=None) -> bool:
+    """Create or reuse the work folder of a resumable job (its finished pieces, ``job.json``).
+
+    A folder left by a different job (another ``job.json``) is refused, naming the folder;
+    ``describe(old, new)`` may say how the two differ. Returns True when the folder is new.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "job.json"
+    if not path.exists():  # every rank of a job may write it: same content, atomic
+        atomic_write_json(path, job, allow_nan=True)
+        return created
+    try:
+        old = json.loads(path.read_text())
+    except ValueError:
+        old = None
+    if old != job:
+        how = describe(old, job) if describe is not None and isinstance(old, dict) else ""
+        raise InputError(f"{folder}: holds the work of a different job{': ' + how if how else ''}"
+                         "; rerun with the same settings, or delete it")
+    return created
 
 
 def lock_path(path) -> Path:

@@ -43,8 +43,9 @@ import torch
 from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
 from mriprior.io.fastmri import read_fastmri
-from mriprior.io.files import atomic_write, atomic_write_bytes, atomic_write_json, locks_output
+from mriprior.io.files import atomic_write, atomic_write_bytes, locks_output, work_folder
 from mriprior.physics.espirit import espirit
+from mriprior.physics.crop import centre_crop
 from mriprior.physics.fft import fftnc, ifftnc
 
 __all__ = ["reconstruct_volume", "crop_readout", "METHODS"]
@@ -62,13 +63,6 @@ def crop_readout(ksp: torch.Tensor, rows: int) -> torch.Tensor:
     img = ifftnc(ksp, dims=(-2,))
     start = ny // 2 - rows // 2
     return fftnc(img[..., start:start + rows, :].contiguous(), dims=(-2,))
-
-
-def _centre_crop(img: torch.Tensor, shape) -> torch.Tensor:
-    ny, nx = img.shape[-2:]
-    h, w = min(shape[0], ny), min(shape[1], nx)
-    y0, x0 = ny // 2 - h // 2, nx // 2 - w // 2
-    return img[..., y0:y0 + h, x0:x0 + w]
 
 
 def _recon_matrix(vol, ny: int, nx: int) -> tuple[int, int]:
@@ -108,9 +102,9 @@ def _one_slice(k: np.ndarray, pattern, shape, method: str, settings: dict, prior
         img, std = r.mmse, r.std
     if not bool(torch.isfinite(img).all()):
         raise InputError("the reconstruction is not finite (NaN or Inf)")
-    img = _centre_crop(img[0], shape).cpu().numpy().astype(np.complex64)
+    img = centre_crop(img[0], shape).cpu().numpy().astype(np.complex64)
     if std is not None:
-        std = _centre_crop(std[0], shape).cpu().numpy().astype(np.float32)
+        std = centre_crop(std[0], shape).cpu().numpy().astype(np.float32)
     return img, std
 
 
@@ -156,16 +150,7 @@ def reconstruct_volume(src, out, method: str = "pics", *, prior=None, lam: float
         job = {"format": "mriprior-volume-job", "version": 1, "source": src.name,
                "slices": n, "shape": list(shape), "settings": settings}
         parts = _parts(out)
-        created = not parts.exists()
-        parts.mkdir(parents=True, exist_ok=True)
-        jpath = parts / "job.json"
-        if jpath.exists():
-            old = json.loads(jpath.read_text())
-            if old != job:
-                raise InputError(f"{parts}: holds slices of a different job (settings "
-                                 f"{old.get('settings')}); use the same settings, or delete it")
-        else:
-            atomic_write_json(jpath, job)
+        created = work_folder(parts, job, lambda old, new: f"settings {old.get('settings')}")
         t0, done = time.perf_counter(), 0
         try:
             for i in range(n):
