@@ -29,6 +29,8 @@ from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
 from mriprior.io.images import read_image
 
+from fastmri_synth import RECON_HEADER, oversampled_volume  # tests/fastmri_synth.py
+
 RNG = np.random.default_rng(11)
 SALT = "test-salt"
 
@@ -296,35 +298,10 @@ def test_resize_none_skips_other_shapes(tmp_path):
 # =============================================================================================
 # fastMRI and cfl
 
-RECON_HEADER = """<?xml version="1.0" encoding="utf-8"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
-<encodedSpace><matrixSize><x>64</x><y>32</y><z>1</z></matrixSize></encodedSpace>
-<reconSpace><matrixSize><x>32</x><y>32</y><z>1</z></matrixSize></reconSpace>
-<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"""
-
-
-def _fft2c(a):
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(a, axes=ax), axes=ax, norm="ortho"),
-                           axes=ax)
-
-
 def _fastmri(path, n_slices=2, coils=6):
-    """Oversampled (64 x 32) multi-coil k-space of a known complex image in the central 32 rows;
-    sensitivities normalised so that sum_c |s_c|^2 = 1."""
-    y = np.linspace(-2, 2, 64)[:, None]
-    x = np.linspace(-1, 1, 32)[None, :]
-    obj = (((y / 0.8) ** 2 + (x / 0.7) ** 2) <= 1) * (1 + 0.5 * (((y - 0.2) / 0.3) ** 2
-                                                             + (x / 0.25) ** 2 <= 1))
-    images = [obj * (1 + 0.3 * s) * np.exp(1j * np.pi * 0.3 * (x + s * y)) for s in range(n_slices)]
-    sens = []
-    for c in range(coils):
-        a = 2 * np.pi * c / coils
-        sens.append(np.exp(-((y / 2 - np.sin(a)) ** 2 + (x - np.cos(a)) ** 2) / 1.5)
-                    * np.exp(1j * (a + 0.5 * (y * np.cos(a) - x * np.sin(a)))))
-    sens = np.array(sens)
-    sens /= np.sqrt((np.abs(sens) ** 2).sum(0))
-    k = np.stack([_fft2c(sens * im) for im in images]).astype(np.complex64)
+    """Oversampled (64 x 32) multi-coil k-space of a known complex image in the central 32 rows
+    (tests/fastmri_synth.py); returns the images' central 32 rows."""
+    images, k = oversampled_volume(n_slices, coils)
     with h5py.File(path, "w") as f:
         f.create_dataset("kspace", data=k)
         f.create_dataset("ismrmrd_header", data=np.bytes_(RECON_HEADER.encode()))

@@ -16,36 +16,14 @@ from mriprior.metrics import evaluate_volume
 from mriprior.recon import volume as vmod
 from mriprior.recon.volume import reconstruct_volume
 
-HEADER = """<?xml version="1.0" encoding="utf-8"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
-<encodedSpace><matrixSize><x>64</x><y>32</y><z>1</z></matrixSize></encodedSpace>
-<reconSpace><matrixSize><x>32</x><y>32</y><z>1</z></matrixSize></reconSpace>
-<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"""
-
-
-def _fft2c(a):
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(a, axes=ax), axes=ax, norm="ortho"),
-                           axes=ax)
+from fastmri_synth import RECON_HEADER, oversampled_volume  # tests/fastmri_synth.py
 
 
 def _volume_file(path, n_slices=3, coils=6):
-    """fastMRI layout: (slices, coils, 64 readout rows (2x oversampled), 32 phase encodes),
-    columns undersampled (R ~ 1.6, 12 central), reference RSS cropped to 32 x 32."""
-    y = np.linspace(-2, 2, 64)[:, None]
-    x = np.linspace(-1, 1, 32)[None, :]
-    obj = (((y / 0.8) ** 2 + (x / 0.7) ** 2) <= 1) * (1 + 0.5 * (((y - 0.2) / 0.3) ** 2
-                                                             + (x / 0.25) ** 2 <= 1))
-    images = [obj * (1 + 0.3 * s) * np.exp(1j * np.pi * 0.3 * (x + s * y))
-              for s in range(n_slices)]
-    sens = []
-    for c in range(coils):
-        a = 2 * np.pi * c / coils
-        sens.append(np.exp(-((y / 2 - np.sin(a)) ** 2 + (x - np.cos(a)) ** 2) / 1.5)
-                    * np.exp(1j * (a + 0.5 * (y * np.cos(a) - x * np.sin(a)))))
-    sens = np.array(sens)
-    sens /= np.sqrt((np.abs(sens) ** 2).sum(0))
-    full = np.stack([_fft2c(sens * im) for im in images]).astype(np.complex64)
+    """fastMRI layout (tests/fastmri_synth.py): (slices, coils, 64 readout rows (2x
+    oversampled), 32 phase encodes), columns undersampled (R ~ 1.6, 12 central), reference RSS
+    cropped to 32 x 32."""
+    _, full = oversampled_volume(n_slices, coils)
     mask = np.zeros(32, bool)
     mask[::2] = True
     mask[10:22] = True
@@ -54,7 +32,7 @@ def _volume_file(path, n_slices=3, coils=6):
     with h5py.File(path, "w") as f:
         f.create_dataset("kspace", data=full * mask)
         f.create_dataset("mask", data=mask)
-        f.create_dataset("ismrmrd_header", data=np.bytes_(HEADER.encode()))
+        f.create_dataset("ismrmrd_header", data=np.bytes_(RECON_HEADER.encode()))
         f.create_dataset("reconstruction_rss", data=rss[:, 16:48].astype(np.float32))
         f.attrs["patient_id"] = "fake-patient-777"
     return path
