@@ -5,7 +5,9 @@ and default; ``model`` is checked by building the network)::
 
     model:      {preset: cpu-small, ...overrides}  or  {type: unet, ...network_from_config keys}
                 or {preset: pixelcnn-cpu, ...}     or  {type: pixelcnn, filters, n_resnet, ...}
-    data:       {path, split, crop, channels: complex|magnitude, flips, num_workers}
+    data:       {path, split, crop, channels: complex|magnitude, flips, patches, num_workers}
+                (patches: null, or {sizes, area, infer} for a patch prior, see
+                mriprior.priors.patches; crop must then be null)
     diffusion:  {type: ve, sigma_min, sigma_max, t_eps}  or  {type: vp, beta_min, beta_max, t_eps}
                 or {type: edm, sigma_data, p_mean, p_std, sigma_min, sigma_max} (denoiser
                 preconditioning of Karras et al. 2022; sigma_min / sigma_max: the sampling range)
@@ -87,6 +89,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "crop": Field("crop", None, nullable=True, doc="int or [y, x]; null: whole slices"),
         "channels": Field(("complex", "magnitude"), "complex"),
         "flips": Field(bool, True),
+        "patches": Field("patches", None, nullable=True,
+                         doc="null: whole images / crops; {sizes: [16, 32, 64], area: 128, "
+                             "infer: 64}: a patch prior (mriprior.priors.patches) trained on "
+                             "patches of these sizes, (area // size)^2 per slice and step, "
+                             "applied in infer x infer tiles (default: the largest size)"),
         "num_workers": Field(int, 2, check=_at_least(0)),
     },
     "diffusion": {
@@ -210,6 +217,8 @@ def _coerce(path: str, f: Field, v):
             raise InputError(f"{path}: must be positive, got {v}")
     elif k == "sample_grid":
         v = _sample_grid(path, v)
+    elif k == "patches":
+        v = _patches(path, v)
     else:  # pragma: no cover - schema error
         raise AssertionError(k)
     if f.check is not None:
@@ -238,6 +247,30 @@ def _sample_grid(path: str, v) -> dict:
     return out
 
 
+def _patches(path: str, v) -> dict:
+    if not isinstance(v, Mapping):
+        raise InputError(f"{path}: expected null or a mapping {{sizes, area, infer}}, got "
+                         f"{_tname(v)}")
+    for key in v:
+        if key not in ("sizes", "area", "infer"):
+            raise InputError(f"{path}.{key}: unknown key (known: sizes, area, infer)")
+    sizes = v.get("sizes")
+    if (not isinstance(sizes, (list, tuple)) or not sizes
+            or not all(_is_int(p) and p > 0 for p in sizes)):
+        raise InputError(f"{path}.sizes: expected a non-empty list of positive ints, got "
+                         f"{sizes!r}")
+    out = {"sizes": [int(p) for p in sizes]}
+    for key, default in (("area", max(out["sizes"])), ("infer", max(out["sizes"]))):
+        x = v.get(key, default)
+        if not _is_int(x) or x < 1:
+            raise InputError(f"{path}.{key}: expected a positive int, got {x!r}")
+        out[key] = int(x)
+    if out["area"] < max(out["sizes"]):
+        raise InputError(f"{path}.area: {out['area']} is smaller than the largest patch "
+                         f"{max(out['sizes'])}")
+    return out
+
+
 def _section(name: str, raw: Any, schema: Mapping[str, Field] | None = None) -> dict:
     """Validate one section against ``schema`` (default: ``SCHEMA[name]``); defaults filled."""
     if raw is None:
@@ -260,7 +293,7 @@ def _section(name: str, raw: Any, schema: Mapping[str, Field] | None = None) -> 
     return out
 
 
-def _model(raw: Any, channels: str) -> dict:
+def _model(raw: Any, channels: str, patches: dict | None = None) -> dict:
     from mriprior.priors.networks import _CONSTRUCTOR_KEYS, PRESETS, network_from_config
 
     if not isinstance(raw, Mapping):
@@ -278,6 +311,11 @@ def _model(raw: Any, channels: str) -> dict:
         if "type" not in raw:
             raise InputError("model: needs 'preset' or 'type' (a network_from_config mapping)")
         mapping = raw
+    if patches:
+        if raw.get("cond_channels", 2) != 2:  # 2: a config this function resolved before
+            raise InputError("model.cond_channels: set by data.patches (the 2 position "
+                             "channels of a patch prior); remove it")
+        mapping = {**mapping, "cond_channels": 2}
     kind = mapping.get("type")
     if kind not in _CONSTRUCTOR_KEYS:
         raise InputError(f"model.type: unknown network type {kind!r} (known: "
@@ -298,7 +336,16 @@ def _model(raw: Any, channels: str) -> dict:
     if cfg["in_channels"] != need or out_ch != need:
         raise InputError(f"model.in_channels: the network has {cfg['in_channels']} input / "
                          f"{out_ch} output channels, data.channels {channels!r} needs {need}")
-    if cfg.get("cond_channels", 0):
+    if patches:
+        if kind != "unet":
+            raise InputError(f"data.patches: a patch prior is a U-Net (model.type unet), not "
+                             f"{kind!r}")
+        multiple = net.size_multiple
+        for p in sorted({*patches["sizes"], patches["infer"]}):
+            if p % multiple:
+                raise InputError(f"data.patches: patch size {p} is not a multiple of {multiple} "
+                                 "(the network's resolution levels)")
+    elif cfg.get("cond_channels", 0):
         # A conditional phase model: the complex image given its magnitude (1 channel).
         if channels != "complex" or cfg["cond_channels"] != 1 or kind != "unet":
             raise InputError("model.cond_channels: a conditional model is a U-Net with "
@@ -346,7 +393,10 @@ def validate_config(raw: Any, base_dir=".") -> dict:
                          f"{out['optim']['lr']})")
     out["data"]["path"] = _resolve_path(out["data"]["path"], base_dir)
     out["train"]["output"] = _resolve_path(out["train"]["output"], base_dir)
-    out["model"] = _model(raw["model"], out["data"]["channels"])
+    if out["data"]["patches"] is not None and out["data"]["crop"] is not None:
+        raise InputError("data.crop: a patch prior cuts its patches out of whole slices (their "
+                         "positions are part of the input); set data.crop: null")
+    out["model"] = _model(raw["model"], out["data"]["channels"], out["data"]["patches"])
     _by_model_type(out, raw)
     return {k: out[k] for k in SECTIONS}
 

@@ -115,6 +115,10 @@ def export_torchscript(prior, out, *, size=(64, 64), device="cpu", check: bool =
     if getattr(net, "cond_channels", 0):
         raise InputError(f"{prior_files(prior)[1]}: a conditional network (it needs a "
                          "conditioning image); BART's interface has none")
+    if meta.get("patches"):
+        raise InputError(f"{prior_files(prior)[1]}: a patch prior (its whole-image denoiser "
+                         "tiles the image with a random shift per call, which does not trace); "
+                         "export a whole-image prior")
     m = int(getattr(net, "size_multiple", 1))
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1 or size[0] % m or size[1] % m:

@@ -296,6 +296,14 @@ def load_prior(path, device=None) -> tuple[torch.nn.Module, dict]:
     except RuntimeError as e:
         raise InputError(f"{weights}: weights do not match the network in the sidecar "
                          f"({str(e).splitlines()[0]})") from None
+    if meta.get("patches"):  # a patch prior: the whole-image network is its tiler
+        from mriprior.priors.patches import PatchTiler
+
+        try:
+            net = PatchTiler(net, meta["patches"]["infer"], meta["patches"]["ref"])
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise InputError(f"{sidecar}: patches: expected {{sizes, area, infer, ref}}, got "
+                             f"{meta['patches']!r}") from None
     net.eval()
     return (net.to(device) if device is not None else net), meta
 

@@ -70,6 +70,7 @@ from mriprior.priors.checkpoints import (latest_checkpoint, list_checkpoints,  #
                                          write_checkpoint)
 from mriprior.priors.export import save_prior
 from mriprior.priors.networks import network_from_config
+from mriprior.priors.patches import PatchTiler, check_patches, extract_patches
 from mriprior.priors.pixelcnn import (bits_per_dim, discretized_logistic_mixture_nll,
                                       likelihood_meta, to_network_scale)
 
@@ -359,6 +360,8 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
                               channels=dcfg["channels"], seed=seed)
     except InputError as e:
         raise InputError(f"data.path {dcfg['path']}: {e}") from None
+    patches = (check_patches(dcfg["patches"], slices.shape) if dcfg["patches"] is not None
+               else None)
     ctx.barrier()
     if is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -414,14 +417,23 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
 
     is_pixelcnn = cfg["model"]["type"] == "pixelcnn"
     in_channels = cfg["model"]["in_channels"]
-    is_cond = bool(cfg["model"].get("cond_channels", 0))
+    # conditioned on the magnitude (a phase model); a patch prior's condition is its positions
+    is_cond = bool(cfg["model"].get("cond_channels", 0)) and patches is None
 
-    def with_cond(x0):
-        """The network as the losses call it: conditional models see the magnitude of x0."""
-        if not is_cond:
-            return model
-        cond = x0.square().sum(1, keepdim=True).sqrt()  # (B, 1, H, W) from (re, im)
-        return lambda v, sigma: model(v, sigma, cond)
+    def conditioned(x0):
+        """(training images, the network as the losses call it) for one batch: a conditional
+        model sees the magnitude of x0; a patch prior trains on random patches of the batch
+        (one size per step) and sees their position channels."""
+        if patches is not None:
+            sizes = patches["sizes"]
+            p = sizes[int(torch.randint(len(sizes), (1,), generator=noise_gen, device=device))]
+            x0, cond = extract_patches(x0, p, (patches["area"] // p) ** 2, patches["ref"],
+                                       noise_gen)
+        elif is_cond:
+            cond = x0.square().sum(1, keepdim=True).sqrt()  # (B, 1, H, W) from (re, im)
+        else:
+            return x0, model
+        return x0, (lambda v, sigma: model(v, sigma, cond))
 
     parametrisation = ("nll" if is_pixelcnn else
                        PARAMETRISATION_OF[diff["type"]])
@@ -433,15 +445,18 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
             return bits_per_dim(nll, xn[0].numel()), None
     elif diff["type"] == "ve":
         def loss_fn(x0):
-            return ve_dsm_loss(with_cond(x0), x0, noise_gen, sigma_min=diff["sigma_min"],
+            x0, net_ = conditioned(x0)
+            return ve_dsm_loss(net_, x0, noise_gen, sigma_min=diff["sigma_min"],
                                sigma_max=diff["sigma_max"], t_eps=diff["t_eps"])
     elif diff["type"] == "edm":
         def loss_fn(x0):
-            denoiser = ScoreModel(with_cond(x0), "edm", sigma_data=sigma_data)
+            x0, net_ = conditioned(x0)
+            denoiser = ScoreModel(net_, "edm", sigma_data=sigma_data)
             return edm_loss(denoiser, x0, noise_gen, p_mean=diff["p_mean"], p_std=diff["p_std"])
     else:
         def loss_fn(x0):
-            return vp_eps_loss(with_cond(x0), x0, noise_gen, beta_min=diff["beta_min"],
+            x0, net_ = conditioned(x0)
+            return vp_eps_loss(net_, x0, noise_gen, beta_min=diff["beta_min"],
                                beta_max=diff["beta_max"], t_eps=diff["t_eps"])
 
     kind_meta = (likelihood_meta(in_channels) if is_pixelcnn else
@@ -451,6 +466,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         "network": cfg["model"],
         "parametrisation": parametrisation,
         **({"conditioning": "magnitude"} if is_cond else {}),
+        **({"patches": patches} if patches is not None else {}),
         "data": {"channels": dcfg["channels"],
                  "normalisation": _find_key(ds.manifest.get("options", {}), "normalize"),
                  "kind": ds.kind, "crop": dcfg["crop"], "split": dcfg["split"],
@@ -506,14 +522,16 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
                 result = {"nll_bpd": float(torch.cat(bpd).mean())}
             else:
                 cond = (heldout_x.square().sum(1, keepdim=True).sqrt() if is_cond else None)
-                score = ScoreModel(net, parametrisation, cond=cond, sigma_data=sigma_data)
+                whole = (PatchTiler(net, patches["infer"], patches["ref"], seed=seed)
+                         if patches is not None else net)
+                score = ScoreModel(whole, parametrisation, cond=cond, sigma_data=sigma_data)
                 losses = heldout_dsm_loss(score.scaled_score, heldout_x, hcfg["sigmas"],
                                           seed=seed)
                 result = {f"{s:g}": float(v) for s, v in zip(hcfg["sigmas"], losses)}
             if grid_cfg and logger.tb is not None and not is_cond:
                 from mriprior.priors.sampling import sample_grid_images, sample_prior
 
-                samples = sample_prior(net, prior_meta, n=grid_cfg["n"],
+                samples = sample_prior(whole, prior_meta, n=grid_cfg["n"],
                                        size=tuple(grid_cfg["size"]),
                                        steps=grid_cfg.get("steps", 1), seed=seed, device=device)
                 logger.images({f"samples/{k}": v
