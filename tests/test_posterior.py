@@ -70,6 +70,26 @@ def test_summarise_and_interval():
     assert ratio.shape == (1, 3)
     with pytest.raises(InputError):
         interval_radius(torch.tensor(1.0), 1.5)
+    with pytest.raises(InputError, match="at least 2 chains"):
+        interval_radius(torch.tensor(1.0), 0.9, chains=1)
+
+
+@pytest.mark.parametrize("chains", [2, 4, 8])
+def test_interval_from_few_chains_covers_the_truth_at_its_level(chains):
+    """A perfect sampler: the truth and the chains are iid draws of the same complex Gaussian
+    per pixel. The mean of the chains misses the truth by more than the known-variance radius
+    (4 chains: 76 % coverage, not 90 %); the radius for n chains covers 90 %."""
+    g = torch.Generator().manual_seed(chains)
+    n = 200000
+    truth = _crandn((n,), g) * 0.3
+    samples = _crandn((1, chains, n), g) * 0.3
+    mmse, _, std = summarise(samples)
+    err = (mmse[0] - truth).abs()
+    covered = float((err <= interval_radius(std[0], 0.9, chains)).float().mean())
+    assert abs(covered - 0.9) < 0.005
+    naive = float((err <= interval_radius(std[0], 0.9)).float().mean())
+    expected = 1 - (1 + math.log(10) / (chains - 1) / (1 + 1 / chains)) ** (1 - chains)
+    assert abs(naive - expected) < 0.005 and naive < 0.86
 
 
 def _multicoil(n=32, coils=4, seed=0):

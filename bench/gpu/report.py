@@ -85,6 +85,8 @@ def section(r: dict, command: str, reading: str = "") -> str:
                 v = meths[m]
                 unc = (f"{v['spearman']:.2f} | {v['coverage90']:.2f}" if "coverage90" in v
                        else " | ")
+                if "coverage90_ref_noise" in v:
+                    unc += f" ({v['coverage90_ref_noise']:.2f} with the reference's noise)"
                 pm = f" +- {v['psnr_std']:.2f}" if v["n"] > 1 else ""
                 lines.append(f"| {label} (n={v['n']}) | {m} | {v['psnr']:.2f}{pm} | "
                              f"{v['ssim']:.4f} | {unc} |")

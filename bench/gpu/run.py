@@ -464,6 +464,9 @@ def summarise(cases: list[dict]) -> dict:
             if "coverage90" in rows[0]:
                 row["spearman"] = float(np.mean([r["spearman_std_err"] for r in rows]))
                 row["coverage90"] = float(np.mean([r["coverage90"] for r in rows]))
+                if "coverage90_ref_noise" in rows[0]:
+                    row["coverage90_ref_noise"] = float(np.mean([r["coverage90_ref_noise"]
+                                                                 for r in rows]))
             out[key][meth] = row
     return out
 

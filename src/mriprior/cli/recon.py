@@ -13,7 +13,8 @@ KSP: BART dims x y z coils (one 2D slice); SENS: x y z coils maps (e.g. ``bart e
 OUT: the MMSE image (``pics``: the regularised image), BART dims x y z 1 maps, in the data's
 units (scaling KSP by c scales OUT by c). --std / --var write the pixelwise standard deviation /
 complex variance over chains, --samples all chains (chains along BART dim 5), --flag the
-credibility map (1 where the 90 % interval radius exceeds --rel x |MMSE| inside the object).
+credibility map (1 where the 90 % interval radius exceeds --rel x |MMSE| inside the object;
+the radius of the chains' mean, widened for the number of chains: interval_radius).
 PRIOR is NAME.safetensors + NAME.json (``mriprior train``), given as either file or NAME.
 
 Defaults: an option not given takes the value the prior's sidecar records under
@@ -216,6 +217,9 @@ def run(args):
     if args.batch is not None and args.batch < 1:
         raise InputError(f"--batch must be >= 1, got {args.batch}")
     opts = resolve(args, prior)
+    if args.flag and args.method != "pics" and opts["chains"] < 2:
+        raise InputError(f"--flag needs an interval from at least 2 chains, got --chains "
+                         f"{opts['chains']}")
     bar = None if args.quiet else tqdm(total=1, desc=f"recon ({args.method})", unit="step",
                                        file=sys.stderr, disable=None)
 
@@ -260,5 +264,5 @@ def run(args):
         if args.samples:
             write(args.samples, samples)
         if args.flag:
-            _, flagged = credibility_map(x, std, rel=args.rel)
+            _, flagged = credibility_map(x, std, rel=args.rel, chains=opts["chains"])
             write(args.flag, flagged.to(x.dtype))

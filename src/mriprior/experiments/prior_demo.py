@@ -143,7 +143,7 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
         log(f"{name:>12}: PSNR {m['psnr']:6.2f} dB  SSIM {m['ssim']:.4f}  ({times[name]:.1f} s)")
     results["prior MMSE"].update({"chains": chains, "nfe_per_chain": r.nfe,
                                   "noise_var": noise_var})
-    _, flagged = credibility_map(r.mmse, r.std)
+    _, flagged = credibility_map(r.mmse, r.std, chains=chains)
     write_cfl(os.path.join(out_dir, "ksp"), ksp[0].cpu().numpy().T[:, :, None, :])
     write_cfl(os.path.join(out_dir, "sens"), maps[0].cpu().numpy().T[:, :, None, :])
     for name, img in [("reference", ref), ("zero_filled", recons["zero-filled"]),

@@ -44,7 +44,9 @@ random start, and summarises them with :func:`summarise`):
 
 Uncertainty: ``var`` is the complex pixelwise variance over chains (unbiased, ``E|x - mmse|^2``),
 ``std = sqrt(var)``. A complex Gaussian error of variance ``var`` lies within radius
-``std * sqrt(ln(1 / (1 - p)))`` with probability ``p``; :func:`credibility_map` marks pixels
+``std * sqrt(ln(1 / (1 - p)))`` with probability ``p``; the error of the mean of ``n`` chains,
+with ``var`` estimated from those chains, within the wider radius of :func:`interval_radius`
+with ``chains=n`` (1.37 x at 4 chains); :func:`credibility_map` marks pixels
 whose ``p``-interval radius exceeds ``rel`` times the MMSE magnitude (inside the object): the
 places where the reconstruction may be hallucinating.
 """
@@ -228,20 +230,38 @@ def summarise(samples: torch.Tensor):
     return mmse, var, var.sqrt()
 
 
-def interval_radius(std: torch.Tensor, level: float = 0.9) -> torch.Tensor:
-    """Radius of the central ``level`` credible disc of a circular complex Gaussian of total
-    variance ``std^2`` (``|e|^2 ~ std^2 Exp(1)``)."""
+def interval_radius(std: torch.Tensor, level: float = 0.9, chains: int | None = None
+                    ) -> torch.Tensor:
+    """Radius of the central ``level`` credible disc of a circular complex Gaussian error.
+
+    ``chains=None``: ``std`` is the error's exact standard deviation (``|e|^2 ~ std^2 Exp(1)``),
+    radius ``std sqrt(ln(1 / (1 - level)))``. ``chains=n``: ``std`` is the unbiased estimate of
+    :func:`summarise` from ``n`` chains and the error is that of their mean (the MMSE) against
+    the truth; both the mean's own sampling error (variance ``std^2 / n``) and the estimate's
+    uncertainty (``2 (n - 1)`` degrees of freedom) widen the disc: ``|e|^2 / ((1 + 1/n) std^2)``
+    is F(2, 2(n - 1))-distributed, so the radius is ``std sqrt((1 + 1/n) F_level)`` with
+    ``F_level = (n - 1) ((1 - level)^(-1 / (n - 1)) - 1)``. With 4 chains that is 1.37 x the
+    known-variance radius; the known-variance radius used with 4 chains covers 76 %, not 90 %.
+    """
     if not 0 < level < 1:
         raise InputError(f"credibility level must be in (0, 1), got {level}")
-    return std * math.sqrt(-math.log(1 - level))
+    if chains is None:
+        return std * math.sqrt(-math.log(1 - level))
+    if int(chains) < 2:
+        raise InputError(f"an interval from chains needs at least 2 chains, got {chains}")
+    n = int(chains)
+    f = (n - 1) * ((1 - level) ** (-1 / (n - 1)) - 1)
+    return std * math.sqrt((1 + 1 / n) * f)
 
 
 def credibility_map(mmse: torch.Tensor, std: torch.Tensor, level: float = 0.9,
-                    rel: float = 0.2, support: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+                    rel: float = 0.2, support: float = 0.1, chains: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ratio, flagged)``: ratio = ``level``-interval radius / |MMSE|; flagged where the ratio
-    exceeds ``rel`` inside the object (``|mmse| > support * max |mmse|`` per slice)."""
+    exceeds ``rel`` inside the object (``|mmse| > support * max |mmse|`` per slice). ``chains``:
+    the number of chains ``std`` was estimated from (see :func:`interval_radius`)."""
     mag = mmse.abs()
-    r = interval_radius(std, level)
+    r = interval_radius(std, level, chains)
     ratio = r / mag.clamp_min(torch.finfo(mag.dtype).tiny)
     peak = mag.reshape(mag.shape[0], -1).amax(1).reshape(-1, *([1] * (mag.ndim - 1)))
     inside = mag > support * peak
