@@ -148,6 +148,15 @@ def test_dry_run_same_code_path(sources, tmp_path):
     res2 = json.loads((out2 / "results.json").read_text())
     assert res2["heldout_dsm"] == res["heldout_dsm"]
     assert res2["summary"] == res["summary"] and "training" not in res2
+    # --compare evaluates further priors side by side: the same prior twice gives equal rows
+    out3 = tmp_path / "compare"
+    status = run.main(["--pack", str(tmp_path / "p"), "--out", str(out3), "--dry-run",
+                       "--budget", "100000", "--patterns", "poisson", "--prior",
+                       str(out / "prior-edm-gpu"), "--compare", f"twin={out / 'prior-edm-gpu'}"])
+    assert status == 0
+    res3 = json.loads((out3 / "results.json").read_text())["summary"]["poisson"]
+    assert res3["twin PICS"] == res3["gpu-edm PICS"]
+    assert res3["twin fast MMSE"] == res3["gpu-edm fast MMSE"]
     # the docs writer merges the two calls' records
     report = _load("report")
     text = report.section(report.merge([out / "results.json", out2 / "results.json"]), "`cmd`")

@@ -479,6 +479,9 @@ def evaluate_priors(data, trained, cfg, device, run: Run) -> None:
     # evaluate the file we ship
     new = load_image_prior(trained.get("path", run.out / PRIOR_NAME), device=device)
     priors = {cfg.name: new}
+    for item in cfg.compare:  # NAME=PRIOR, side by side with the same slices and tuning
+        name, _, path = item.partition("=")
+        priors[name] = load_image_prior(path, device=device)
     if BUNDLED.with_suffix(".json").is_file():
         priors["cpu-ve (bundled)"] = load_image_prior(BUNDLED, device=device)
     # held-out denoising loss per sigma (VE DSM form, comparable across parametrisations)
@@ -606,6 +609,9 @@ def parse(argv=None):
     p.add_argument("--prior", default=None, help="skip data and training: evaluate this "
                    "exported prior (NAME of NAME.safetensors + NAME.json)")
     p.add_argument("--name", default="gpu-edm", help="label of the evaluated prior in results")
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=PRIOR",
+                   help="also evaluate this prior, side by side on the same slices with its "
+                        "own tuning (repeatable; the bundled prior always is)")
     p.add_argument("--write-defaults", action="store_true",
                    help="with --prior: write the settings tuned on the Poisson-disc validation "
                         "slices into its sidecar (always done for a prior this run trained)")
@@ -628,6 +634,9 @@ def parse(argv=None):
     for k in cfg.patterns:
         if k not in PATTERNS:
             p.error(f"--patterns: unknown pattern {k!r} (known: {', '.join(PATTERNS)})")
+    for item in cfg.compare:
+        if not all(item.partition("=")[::2]):
+            p.error(f"--compare: expected NAME=PRIOR, got {item!r}")
     return cfg
 
 
