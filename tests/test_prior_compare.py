@@ -1,6 +1,7 @@
 """`mriprior experiment priors` on a toy budget, and `mriprior data subset`."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -124,11 +125,15 @@ def test_comparison_rejects_bad_input(toy, tmp_path):
                  "--out", str(tmp_path)]) == 2  # NAME= missing
 
 
-def test_cli_writes_docs(toy, tmp_path):
+def test_cli_writes_docs(toy, tmp_path, capsys):
     docs = tmp_path / "docs" / "experiments.md"
     assert main(["experiment", "priors", "--prior", f"c={toy['complex']}", "--data", toy["data"],
                  "--patterns", "poisson", "--slices", "1", "--chains", "1", "--nfe", "2",
                  "--out", str(tmp_path / "o"), "--docs", str(docs)]) == 0
+    # progress: every line stamped with the elapsed time, the cases counted
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(re.match(r"\[\d+:\d\d:\d\d\] ", line) for line in err)
+    assert any("case 1/1 of pattern poisson" in line for line in err)
     text = docs.read_text()
     assert "## Priors trained on different data" in text and "simulated, Poisson-disc" in text
     assert (tmp_path / "docs" / "figures" / "prior_compare.png").exists()

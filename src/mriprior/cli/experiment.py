@@ -109,11 +109,26 @@ def _downstream(args) -> int:
                          "numbers expected") from None
     res = run_downstream(args.config, sources, args.test, args.out, seeds=seeds, accels=accels,
                          n_slices=args.slices or 16, real=args.real, prior=_one_prior(args),
-                         steps=args.train_steps, log=lambda s: print(s, file=sys.stderr))
+                         steps=args.train_steps, log=_progress_log())
     if args.docs:
         _write_docs(args.docs, *table(res, "mriprior experiment " + " ".join(sys.argv[2:])),
                     os.path.join(args.out, "downstream.png"))
     return 0
+
+
+def _progress_log():
+    """The experiments' log: each line on stderr, stamped with the time since the start (the
+    experiments also count their cases, e.g. "case 3/9"), so a long run shows where it is."""
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        m, sec = divmod(int(time.perf_counter() - t0), 60)
+        print(f"[{m // 60:d}:{m % 60:02d}:{sec:02d}] {msg}", file=sys.stderr, flush=True)
+
+    return log
 
 
 def _write_docs(docs, head, section, figure=None):
@@ -160,7 +175,7 @@ def _priors(args) -> int:
                                n_slices=args.slices or 2,
                                patterns=tuple(k for k in args.patterns.split(",") if k),
                                chains=args.chains, nfe=args.nfe, device=args.device,
-                               log=lambda s: print(s, file=sys.stderr))
+                               log=_progress_log())
     if args.docs:
         _write_docs(args.docs, *table(res, "mriprior experiment " + " ".join(sys.argv[2:])),
                     os.path.join(args.out, "prior_compare.png"))
@@ -183,7 +198,7 @@ def run(args) -> int:
                          samples=args.samples, seed=args.seed,
                          langevin_kw={"n_levels": args.levels, "steps": args.steps},
                          cond_kw={"n_levels": args.cond_levels}, device=args.device,
-                         log=lambda s: print(s, file=sys.stderr))
+                         log=_progress_log())
     if args.docs:
         head, section = _table(res, "mriprior experiment " + " ".join(sys.argv[2:]))
         _write_docs(args.docs, head, section)

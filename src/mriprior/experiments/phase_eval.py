@@ -126,7 +126,8 @@ def run_phase_eval(out_dir, data=None, real=None, prior=None, cond_prior=None, g
                "prior": prior, "conditional": cond_prior, "gan": gan, "langevin": langevin_kw or {},
                "per_case": []}
     shown = []
-    for name, ref in cases:
+    for ci, (name, ref) in enumerate(cases):
+        log(f"case {ci + 1}/{len(cases)}: {name}")
         ref = ref.to(device)
         mag = ref.abs()[None]
         mask = comparison_mask(mag.cpu()).to(device)

@@ -190,9 +190,10 @@ def run_prior_comparison(priors: dict, data, out, real=None, n_slices: int = 2,
             if real and kind == "poisson":
                 cases.append(("real brain slice, acquired pattern", "real",
                               lambda: real_case(real)))
-            for cname, group, make in cases:
+            for ci, (cname, group, make) in enumerate(cases):
                 case = {k: v.to(device) if torch.is_tensor(v) else v for k, v in make().items()}
-                log(f"  {cname} (R {case['accel']:.1f})")
+                log(f"  case {ci + 1}/{len(cases)} of pattern {kind}: {cname} "
+                    f"(R {case['accel']:.1f})")
                 want_images = not cases_done or group == "real"  # figure: first case, real
                 methods = {
                     "zero-filled": lambda: sense_combine(case["ksp"], case["maps"]),
