@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from mriprior.diffusion.losses import ScoreModel
 from mriprior.errors import InputError
 from mriprior.priors.config import validate_config
 from mriprior.priors.export import load_prior
@@ -64,18 +65,22 @@ def test_tiles_cover_the_image_from_inside_for_every_shift(length, tile):
 
 class _Echo(nn.Module):
     """A 'network' returning its input plus 10 x its position channels, to test the tiler's
-    reassembly and the positions each tile gets."""
+    reassembly and the positions each tile gets (sizes must be multiples of 4, like a U-Net
+    with 3 levels)."""
 
     config = {"type": "unet", "in_channels": 2, "cond_channels": 2}
+    size_multiple = 4
 
     def forward(self, x, sigma, cond):
         assert cond.shape == (x.shape[0], 2, *x.shape[-2:]) and sigma.shape == (x.shape[0],)
+        assert x.shape[-2] % 4 == 0 and x.shape[-1] % 4 == 0
         return x + 10 * cond
 
 
-@pytest.mark.parametrize("h, w", [(40, 56), (16, 16), (10, 20)])
-def test_tiler_reassembles_whole_images_with_consistent_positions(h, w):
-    tiler = PatchTiler(_Echo(), infer=16, ref=(32, 32), seed=1)
+@pytest.mark.parametrize("infer", [None, 16])
+@pytest.mark.parametrize("h, w", [(40, 56), (16, 16), (10, 20), (15, 9)])
+def test_tiler_reassembles_whole_images_with_consistent_positions(h, w, infer):
+    tiler = PatchTiler(_Echo(), infer=infer, ref=(32, 32), seed=1)
     assert tiler.config["cond_channels"] == 0 and tiler.size_multiple == 1
     x = torch.randn(3, 2, h, w)
     whole = position_channels(torch.tensor([0]), torch.tensor([0]), (h, w), (h, w), (32, 32))
@@ -88,13 +93,15 @@ def test_tiler_reassembles_whole_images_with_consistent_positions(h, w):
 def test_config_patches_section(dataset):  # noqa: F811
     raw = _raw(dataset, "out", **{"data.crop": None, "data.patches": PATCHES})
     cfg = validate_config(raw)
-    assert cfg["data"]["patches"] == {"sizes": [8, 16], "area": 16, "infer": 16}
+    assert cfg["data"]["patches"] == {"sizes": [8, 16], "area": 16, "infer": None}
     assert cfg["model"]["cond_channels"] == 2 and cfg["model"]["in_channels"] == 2
     assert validate_config(raw) == cfg
     assert validate_config(cfg) == cfg  # a resolved config (config.json) validates unchanged
     cases = [
         ({"data.crop": 16}, "data.crop: a patch prior cuts its patches out of whole slices"),
         ({"data.patches": {"sizes": [7]}}, "patch size 7 is not a multiple of 2"),
+        ({"data.patches": {"sizes": [8], "infer": 9}}, "patch size 9 is not a multiple of 2"),
+        ({"data.patches": {"sizes": [8], "infer": 0}}, "infer: expected a positive int or null"),
         ({"data.patches": {"sizes": [8], "area": 4}}, "area: 4 is smaller than the largest"),
         ({"data.patches": {"sizes": []}}, "sizes: expected a non-empty list of positive ints"),
         ({"data.patches": {"sizes": [8], "stride": 2}}, r"patches.stride: unknown key"),
@@ -134,13 +141,20 @@ def test_tiny_patch_run_trains_resumes_and_reconstructs_any_size(tmp_path, datas
     assert resumed["weights_sha256"] == res["weights_sha256"]
 
     net, meta = load_prior(tmp_path / "a" / "prior")
-    assert isinstance(net, PatchTiler) and net.infer == 16 and net.ref == (20, 20)
-    assert meta["patches"] == {"sizes": [8, 16], "area": 16, "infer": 16, "ref": [20, 20]}
+    assert isinstance(net, PatchTiler) and net.infer is None and net.ref == (20, 20)
+    assert meta["patches"] == {"sizes": [8, 16], "area": 16, "infer": None, "ref": [20, 20]}
     prior = load_image_prior(tmp_path / "a" / "prior")
     for shape in [(2, 20, 20), (1, 27, 33), (1, 9, 12)]:  # not multiples of the network's 2
         x = torch.randn(*shape, dtype=torch.complex64)
         s = prior.score(x, 0.1)
         assert s.shape == x.shape and torch.isfinite(s).all()
+    # on a training-size image the whole-image denoiser is the network on the whole slice
+    x = torch.randn(2, 20, 20, dtype=torch.complex64)
+    full = position_channels(torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long),
+                             (20, 20), (20, 20), (20, 20)).expand(2, -1, -1, -1)
+    direct = prior.model.denoise(x, 0.1)
+    by_hand = ScoreModel(lambda v, s: net.net(v, s, full), "edm", sigma_data=0.3).denoise(x, 0.1)
+    assert torch.allclose(direct, by_hand, atol=1e-5)
 
 
 def test_patch_prior_is_not_exported_to_torchscript(tmp_path, dataset):  # noqa: F811

@@ -35,7 +35,7 @@ from torch import nn
 
 from mriprior.errors import InputError
 from mriprior.diffusion.schedules import (
-    append_dims, randn_like, ve_sigma, vp_log_alpha_bar, vp_sigma,
+    BETA_MAX, BETA_MIN, append_dims, randn_like, ve_sigma, vp_log_alpha_bar, vp_sigma,
 )
 
 __all__ = [
@@ -214,7 +214,7 @@ def ve_dsm_loss(net, x0: torch.Tensor, generator: torch.Generator | None = None,
 
 
 def vp_eps_loss(net, x0: torch.Tensor, generator: torch.Generator | None = None, *,
-                beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-5):
+                beta_min: float = BETA_MIN, beta_max: float = BETA_MAX, t_eps: float = 1e-5):
     """VP / DDPM epsilon prediction: ``t ~ U(t_eps, 1)``,
     ``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps``,
     loss ``= mean_elements (net(x_t, sigma_vp(t)) - eps)^2``.

@@ -91,9 +91,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "flips": Field(bool, True),
         "patches": Field("patches", None, nullable=True,
                          doc="null: whole images / crops; {sizes: [16, 32, 64], area: 128, "
-                             "infer: 64}: a patch prior (mriprior.priors.patches) trained on "
+                             "infer: null}: a patch prior (mriprior.priors.patches) trained on "
                              "patches of these sizes, (area // size)^2 per slice and step, "
-                             "applied in infer x infer tiles (default: the largest size)"),
+                             "applied to whole images (infer: null, default) or in infer x "
+                             "infer tiles"),
         "num_workers": Field(int, 2, check=_at_least(0)),
     },
     "diffusion": {
@@ -260,10 +261,14 @@ def _patches(path: str, v) -> dict:
         raise InputError(f"{path}.sizes: expected a non-empty list of positive ints, got "
                          f"{sizes!r}")
     out = {"sizes": [int(p) for p in sizes]}
-    for key, default in (("area", max(out["sizes"])), ("infer", max(out["sizes"]))):
+    for key, default in (("area", max(out["sizes"])), ("infer", None)):
         x = v.get(key, default)
+        if x is None and key == "infer":
+            out[key] = None
+            continue
         if not _is_int(x) or x < 1:
-            raise InputError(f"{path}.{key}: expected a positive int, got {x!r}")
+            raise InputError(f"{path}.{key}: expected a positive int{' or null' * (key == 'infer')}"
+                             f", got {x!r}")
         out[key] = int(x)
     if out["area"] < max(out["sizes"]):
         raise InputError(f"{path}.area: {out['area']} is smaller than the largest patch "
@@ -341,7 +346,7 @@ def _model(raw: Any, channels: str, patches: dict | None = None) -> dict:
             raise InputError(f"data.patches: a patch prior is a U-Net (model.type unet), not "
                              f"{kind!r}")
         multiple = net.size_multiple
-        for p in sorted({*patches["sizes"], patches["infer"]}):
+        for p in sorted({*patches["sizes"], patches["infer"] or multiple}):
             if p % multiple:
                 raise InputError(f"data.patches: patch size {p} is not a multiple of {multiple} "
                                  "(the network's resolution levels)")

@@ -20,7 +20,7 @@ import torch
 from mriprior.diffusion.losses import ScoreModel
 from mriprior.diffusion.samplers import (ancestral_ve, ancestral_vp, annealed_langevin,
                                          predictor_corrector)
-from mriprior.diffusion.schedules import randn_like, ve_sigmas, vp_sigmas
+from mriprior.diffusion.schedules import BETA_MAX, BETA_MIN, randn_like, ve_sigmas, vp_sigmas
 from mriprior.errors import InputError
 from mriprior.priors.pixelcnn import sample_pixelcnn
 
@@ -63,7 +63,7 @@ def sample_prior(net: torch.nn.Module, meta: dict, n: int = 16, size=(128, 128),
         sigmas = ve_sigmas(steps, diff["sigma_min"], diff["sigma_max"])
         x = float(sigmas[0]) * randn_like(shape, g)
     elif diff["type"] == "vp":
-        sigmas = vp_sigmas(steps, diff.get("beta_min", 0.1), diff.get("beta_max", 20.0))
+        sigmas = vp_sigmas(steps, diff.get("beta_min", BETA_MIN), diff.get("beta_max", BETA_MAX))
         x = float((1 + sigmas[0] ** 2) ** 0.5) * randn_like(shape, g)
     else:
         raise InputError(f"unknown diffusion type {diff['type']!r} in the prior's sidecar")

@@ -106,8 +106,8 @@ class DiffusionPrior(ImagePrior):
         if diff["type"] in ("ve", "edm"):
             self.sigma_min, self.sigma_max = float(diff["sigma_min"]), float(diff["sigma_max"])
         else:  # VP in the VE-like form: sigma(t) over t in [1e-3, 1]
-            from mriprior.diffusion.schedules import vp_sigma
-            b0, b1 = diff.get("beta_min", 0.1), diff.get("beta_max", 20.0)
+            from mriprior.diffusion.schedules import BETA_MAX, BETA_MIN, vp_sigma
+            b0, b1 = diff.get("beta_min", BETA_MIN), diff.get("beta_max", BETA_MAX)
             self.sigma_min = float(vp_sigma(torch.tensor(1e-3), b0, b1))
             self.sigma_max = float(vp_sigma(torch.tensor(1.0), b0, b1))
         self.reg_sigma = float(reg_sigma) if reg_sigma is not None else 2 * self.sigma_min
