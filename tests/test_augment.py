@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -292,21 +293,32 @@ def test_sigkill_at_any_file_operation_then_resume(magdata, tmp_path):
 
 
 def test_cli_killed_at_random_times_then_completes(magdata, tmp_path):
+    """SIGKILL the CLI job three times mid-run (once a random number of its chunks is on disk,
+    so every kill lands inside the job, not before or after it), then run it to the end."""
     rnd = random.Random(0)
     out = tmp_path / "cli"
+    parts = Path(str(out) + ".parts")
     cmd = [sys.executable, "-m", "mriprior.cli.main", "augment", "--method", "smooth",
            "--samples", "3", "--chunk", "1", "--batch", "1", "--quiet",
            "--in", str(magdata / "mag"), "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    kills = []
     for _ in range(3):
+        done_before = len(list(parts.glob("chunk-*.npz"))) if parts.exists() else 0
+        target = done_before + rnd.randint(1, 2)  # kill once this many chunks exist
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            p.wait(timeout=rnd.uniform(1.0, 6.0))
-        except subprocess.TimeoutExpired:
+        while p.poll() is None and (not parts.exists()
+                                    or len(list(parts.glob("chunk-*.npz"))) < target):
+            time.sleep(0.005)
+        if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             p.wait()
+            kills.append(len(list(parts.glob("chunk-*.npz"))))
+    assert len(kills) == 3 and kills == sorted(kills) and kills[-1] < N_SLICES, kills
+    assert not out.exists()  # killed before the assembly: nothing half-written in place
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert not parts.exists()
     _check_output(out, magdata / "mag", 3, "smooth")
 
 
