@@ -117,11 +117,11 @@ def test_dry_run_same_code_path(sources, tmp_path):
     assert len(res["cases"]) == 3 and res["skipped_cases"] == 0
     methods = set(res["cases"][0]["methods"])
     assert {"zero-filled", "L1-wavelet", "gpu-edm PICS", "gpu-edm fast MMSE",
-            "gpu-edm fast MMSE, noise model", "cpu-ve (bundled) PICS",
-            "cpu-ve (bundled) fast MMSE", "cpu-ve (bundled) fast MMSE, noise model"} == methods
+            "gpu-edm fast MMSE, noise model", "cpu (bundled) PICS",
+            "cpu (bundled) fast MMSE", "cpu (bundled) fast MMSE, noise model"} == methods
     assert set(res["summary"]) == {"poisson", "real"}
-    assert set(res["heldout_dsm"]) == {"gpu-edm", "cpu-ve (bundled)"}
-    assert set(res["tuning"]["poisson"]) >= {"l1", "gpu-edm", "cpu-ve (bundled)"}
+    assert set(res["heldout_dsm"]) == {"gpu-edm", "cpu (bundled)"}
+    assert set(res["tuning"]["poisson"]) >= {"l1", "gpu-edm", "cpu (bundled)"}
     assert len(res["gpu_timings"]) == 3
     # the exported prior is a usable EDM prior through the common interface
     prior = load_image_prior(out / "prior-edm-gpu")

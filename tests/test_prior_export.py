@@ -81,7 +81,7 @@ def test_prior_folder_user_dir_and_no_absolute_paths(tmp_path, monkeypatch, caps
         loaded, meta = load_prior(name)
         for k, v in net.state_dict().items():
             assert torch.equal(loaded.state_dict()[k], v)
-    assert prior_files("bundled")[1].name == "prior-ve-cpu.json"
+    assert prior_files("bundled")[1].name == "prior-edm-cpu.json"
     # a second export onto a user's non-prior folder is refused, nothing deleted
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "notes.txt").write_text("x")

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TITLE = "## GPU run (`bench/gpu/run.py`)"
 ORDER = ["zero-filled", "L1-wavelet", "gpu-edm PICS", "gpu-edm fast MMSE",
-         "gpu-edm fast MMSE, noise model", "cpu-ve (bundled) PICS", "cpu-ve (bundled) fast MMSE",
-         "cpu-ve (bundled) fast MMSE, noise model"]
+         "gpu-edm fast MMSE, noise model", "cpu (bundled) PICS", "cpu (bundled) fast MMSE",
+         "cpu (bundled) fast MMSE, noise model"]
 
 
 def merge(paths) -> dict:

@@ -69,7 +69,7 @@ from mriprior.recon.posterior import fast_posterior, prior_pics
 from mriprior.recon.priors import load_image_prior
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLED = ROOT / "src" / "mriprior" / "assets" / "prior-ve-cpu"
+BUNDLED = ROOT / "src" / "mriprior" / "assets" / "prior-edm-cpu"
 PRIOR_NAME = "prior-edm-gpu"
 CLINICAL_SEED_OFFSET = 1_000_000  # phase seeds of clinical images: slice_seed(seed, offset + j)
 HELDOUT_SIGMAS = [0.01, 0.03, 0.1, 0.3, 1.0]
@@ -483,7 +483,7 @@ def evaluate_priors(data, trained, cfg, device, run: Run) -> None:
         name, _, path = item.partition("=")
         priors[name] = load_image_prior(path, device=device)
     if BUNDLED.with_suffix(".json").is_file():
-        priors["cpu-ve (bundled)"] = load_image_prior(BUNDLED, device=device)
+        priors["cpu (bundled)"] = load_image_prior(BUNDLED, device=device)
     # held-out denoising loss per sigma (VE DSM form, comparable across parametrisations)
     val_x = torch.stack([data["val"].real, data["val"].imag], 1).to(device)
     held = {}

@@ -9,8 +9,9 @@ Embedded default (``mriprior/assets``, no download):
   complex64 (zero where not sampled), ``reference`` (y, x) complex64 (the noiseless truth),
   ``info`` (a JSON string: source, licence, simulation settings). Rebuilt by :func:`build_case`
   (the command is in ``docs/priors.md``).
-* ``prior-ve-cpu.safetensors`` + ``.json``: the VE score prior trained by
-  ``mriprior train configs/ve-cpu.yaml`` (see ``docs/priors.md``).
+* ``prior-edm-cpu.safetensors`` + ``.json``: the EDM prior trained by
+  ``mriprior train configs/edm-cpu-pm3.yaml`` (see ``docs/priors.md``); ``prior-ve-cpu`` (the
+  earlier VE default, ``configs/ve-cpu.yaml``) stays bundled for the documented experiments.
 
 The demo estimates ESPIRiT maps from the undersampled data, reconstructs zero-filled, L1-wavelet
 (BART ``pics`` semantics, lambda 0.005) and with the prior (fast posterior sampler: MMSE and
@@ -37,7 +38,7 @@ __all__ = ["build_case", "load_case", "run_prior_demo", "ASSETS"]
 
 ASSETS = Path(str(resources.files("mriprior"))) / "assets"
 DEFAULT_CASE = ASSETS / "demo_case.npz"
-DEFAULT_PRIOR = ASSETS / "prior-ve-cpu"
+DEFAULT_PRIOR = ASSETS / "prior-edm-cpu"
 
 
 def build_case(dataset, out, index: int | None = None, accel: float = 8.0, calib: int = 20,

@@ -138,7 +138,7 @@ def _check_meta(meta: dict, where: str) -> None:
 
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"  # the bundled priors
-BUNDLED = "prior-ve-cpu"  # what the name "bundled" means: the default prior
+BUNDLED = "prior-edm-cpu"  # what the name "bundled" means: the default prior
 
 
 FOLDER_FILES = ("model.safetensors", "config.json")  # a prior folder (as model hubs lay out)
