@@ -512,6 +512,9 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
             return {}
         was_training = net.training
         net.eval()
+        # the whole-image network (a patch prior's inner net sees patches and positions)
+        whole = (PatchTiler(net, patches["infer"], patches["ref"], seed=seed)
+                 if patches is not None else net)
         with ema.swap(net):
             if is_pixelcnn:
                 bpd = []
@@ -522,8 +525,6 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
                 result = {"nll_bpd": float(torch.cat(bpd).mean())}
             else:
                 cond = (heldout_x.square().sum(1, keepdim=True).sqrt() if is_cond else None)
-                whole = (PatchTiler(net, patches["infer"], patches["ref"], seed=seed)
-                         if patches is not None else net)
                 score = ScoreModel(whole, parametrisation, cond=cond, sigma_data=sigma_data)
                 losses = heldout_dsm_loss(score.scaled_score, heldout_x, hcfg["sigmas"],
                                           seed=seed)
