@@ -157,9 +157,34 @@ def test_tiny_patch_run_trains_resumes_and_reconstructs_any_size(tmp_path, datas
     assert torch.allclose(direct, by_hand, atol=1e-5)
 
 
-def test_patch_prior_is_not_exported_to_torchscript(tmp_path, dataset):  # noqa: F811
-    from mriprior.priors.deploy import export_torchscript
+def test_patch_prior_exports_to_torchscript_for_any_size(tmp_path, dataset):  # noqa: F811
+    """The whole-image patch prior in BART 1.0's TorchScript convention: the scripted shell
+    computes the position channels for each image size; plain torch.jit.load matches the
+    in-process denoiser (sizes that need padding too). Tiled patch priors are refused."""
+    import json as json_
 
-    train(_patch_run(dataset, tmp_path / "p", **{"train.steps": 2, "heldout.every": 0}))
-    with pytest.raises(InputError, match="a patch prior"):
-        export_torchscript(tmp_path / "p" / "prior", tmp_path / "p.pt")
+    from mriprior.priors.deploy import export_torchscript
+    from mriprior.priors.export import read_sidecar, save_prior
+
+    train(_patch_run(dataset, tmp_path / "p", **{"train.steps": 4, "heldout.every": 0}))
+    prior = tmp_path / "p" / "prior"
+    with torch.no_grad():  # a network whose output depends visibly on the positions
+        net, meta = load_prior(prior)
+        net.net.conv_out.weight.normal_(0, 0.05)
+        save_prior(tmp_path / "q", net.net, meta)
+    info = export_torchscript(tmp_path / "q", tmp_path / "q.pt", size=(16, 16))
+    assert info["size_multiple"] == 2 and info["max_abs_diff"] < 1e-4
+    ts = torch.jit.load(str(tmp_path / "q.pt"))
+    model = load_image_prior(tmp_path / "q").model
+    g = torch.Generator().manual_seed(0)
+    for batch, size in [(1, (20, 20)), (3, (17, 30))]:
+        x = torch.randn(batch, *size, generator=g, dtype=torch.complex64) * 0.4
+        sigma = torch.linspace(0.02, 0.5, batch)
+        with torch.no_grad():
+            want, got = model.denoise(x, sigma), ts(x, sigma.to(torch.complex64))
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    meta = read_sidecar(tmp_path / "q")
+    meta["patches"]["infer"] = 8
+    (tmp_path / "q.json").write_text(json_.dumps(meta))
+    with pytest.raises(InputError, match="a patch prior applied in tiles"):
+        export_torchscript(tmp_path / "q", tmp_path / "r.pt")

@@ -88,6 +88,50 @@ class _Padded(nn.Module):
         return d[:, ph // 2: ph // 2 + h, pw // 2: pw // 2 + w].contiguous()
 
 
+class _PositionDenoiser(nn.Module):
+    """A patch prior's denoiser with its position channels as an input (traced):
+    ``forward(x, sigma, pos)``, ``pos`` ``(batch, 2, y, x)``."""
+
+    def __init__(self, net: nn.Module, meta: dict):
+        super().__init__()
+        self.net = net
+        self.parametrisation = ScoreModel.from_meta(net, meta).parametrisation
+        self.sigma_data = (meta.get("diffusion") or {}).get("sigma_data")
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        s = sigma.real if sigma.is_complex() else sigma
+        model = ScoreModel(self.net, self.parametrisation, cond=pos, sigma_data=self.sigma_data)
+        return model.denoise(x, s.reshape(-1).to(x.real.dtype))
+
+
+class _PaddedPositions(nn.Module):
+    """Scripted shell of a patch prior: zero-pads to the size multiple like :class:`_Padded` and
+    computes the position channels of :func:`mriprior.priors.patches.position_channels` for the
+    image's own size (any size: the arithmetic is TorchScript)."""
+
+    def __init__(self, core: torch.jit.ScriptModule, multiple: int, ref_y: int, ref_x: int):
+        super().__init__()
+        self.core = core
+        self.multiple = multiple
+        self.ref_y = ref_y
+        self.ref_x = ref_x
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+        ph, pw = (self.multiple - h % self.multiple) % self.multiple, \
+            (self.multiple - w % self.multiple) % self.multiple
+        pad = [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2]
+        v = torch.complex(F.pad(x.real, pad), F.pad(x.imag, pad))
+        ys = (float(-(ph // 2)) + torch.arange(h + ph, device=x.device, dtype=torch.float32)
+              + 0.5 - h / 2) / (self.ref_y / 2)
+        xs = (float(-(pw // 2)) + torch.arange(w + pw, device=x.device, dtype=torch.float32)
+              + 0.5 - w / 2) / (self.ref_x / 2)
+        pos = torch.stack([ys[:, None].expand(h + ph, w + pw),
+                           xs[None, :].expand(h + ph, w + pw)], 0)
+        d = self.core(v, sigma, pos[None].expand(b, 2, h + ph, w + pw).contiguous())
+        return d[:, ph // 2: ph // 2 + h, pw // 2: pw // 2 + w].contiguous()
+
+
 def _example(batch: int, size, device, seed: int):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *size, generator=g, dtype=torch.complex64) * 0.5
@@ -115,11 +159,13 @@ def export_torchscript(prior, out, *, size=(64, 64), device="cpu", check: bool =
     if getattr(net, "cond_channels", 0):
         raise InputError(f"{prior_files(prior)[1]}: a conditional network (it needs a "
                          "conditioning image); BART's interface has none")
-    if meta.get("patches"):
-        raise InputError(f"{prior_files(prior)[1]}: a patch prior (its whole-image denoiser "
-                         "tiles the image with a random shift per call, which does not trace); "
-                         "export a whole-image prior")
-    m = int(getattr(net, "size_multiple", 1))
+    patches = meta.get("patches")
+    if patches and patches.get("infer"):
+        raise InputError(f"{prior_files(prior)[1]}: a patch prior applied in tiles (patches."
+                         "infer), whose random tile shift per call does not trace; set "
+                         "patches.infer to null in the sidecar to export the whole-image form")
+    inner = net.net if patches else net
+    m = int(getattr(inner, "size_multiple", 1))
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1 or size[0] % m or size[1] % m:
         raise InputError(f"size {size}: must be two positive multiples of {m} (the network's "
@@ -130,14 +176,25 @@ def export_torchscript(prior, out, *, size=(64, 64), device="cpu", check: bool =
         # tracer notes about Python bools of valid inputs; TorchScript's deprecation notice
         # (BART 1.0 loads TorchScript, not torch.export programs)
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(wrapper, (x, sigma), check_trace=False)
-        traced = torch.jit.script(_Padded(traced, m))
+        if patches:  # positions as a traced input, computed in the scripted shell
+            from mriprior.priors.patches import position_channels
+
+            zero = torch.zeros(2, dtype=torch.long, device=dev)
+            pos = position_channels(zero, zero, size, size, patches["ref"])
+            core = torch.jit.trace(_PositionDenoiser(inner, meta).eval(), (x, sigma, pos),
+                                   check_trace=False)
+            traced = torch.jit.script(_PaddedPositions(core, m, *patches["ref"]))
+            python = wrapper  # the tiler pads and places the positions itself
+        else:
+            traced = torch.jit.script(_Padded(torch.jit.trace(wrapper, (x, sigma),
+                                                              check_trace=False), m))
+            python = _Padded(wrapper, m)
     diff = None
     if check:
         other = (size[0] + m + 1, size[1] + 2 * m + 3)  # any size: padded inside
         x2, s2 = _example(3, other, dev, 1)
         with torch.no_grad():
-            want, got = _Padded(wrapper, m)(x2, s2), traced(x2, s2)
+            want, got = python(x2, s2), traced(x2, s2)
         diff = float((want - got).abs().max())
         tol = 1e-4 * max(1.0, float(want.abs().max()))
         if not diff <= tol:
