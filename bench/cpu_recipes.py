@@ -32,7 +32,7 @@ CASES = {"poisson": "simulated, Poisson-disc R 8", "1d": "simulated, 1D R 5",
 def train_minutes(run_dir: Path) -> float:
     """Training wall time of a run from its log: sum over records of steps x batch / (images/s)."""
     cfg = json.loads((run_dir / "config.json").read_text())
-    batch, every = cfg["train"]["batch_size"], cfg["train"]["log_every"]
+    batch = cfg["train"]["batch_size"]
     total, last = 0.0, 0
     for line in (run_dir / "log.jsonl").read_text().splitlines():
         r = json.loads(line)
