@@ -195,12 +195,12 @@ def _figure(path, images, ref):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mriprior.experiments.recon_cases import complex_lsq
+    from mriprior.experiments.recon_cases import magnitude_lsq
 
     fig, ax = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3))
     vmax = float(ref.abs().max())
     for i, (name, img) in enumerate(images.items()):
-        a = complex_lsq(ref, img) if name != "reference" else 1.0
+        a = magnitude_lsq(ref, img) if name != "reference" else 1.0
         ax[i].imshow((a * img).abs().numpy(), cmap="gray", vmin=0, vmax=vmax)
         ax[i].set_title(name, fontsize=9)
         ax[i].axis("off")
