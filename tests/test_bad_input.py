@@ -294,6 +294,8 @@ CASES = [
          "--chains"),
     Case("recon-batch-0", RECON + ["--prior", "{d}/prior", "--batch", "0"] + OK + ["{o}/x"],
          "--batch"),
+    Case("recon-flag-1-chain", RECON + ["--prior", "{d}/prior", "--chains", "1", "--flag",
+                                        "{o}/f"] + OK + ["{o}/x"], "--flag needs an interval"),
     Case("recon-nfe-0", RECON + ["--prior", "{d}/prior", "--nfe", "0"] + OK + ["{o}/x"],
          "--nfe"),
     Case("recon-iters-0", RECON + ["--prior", "{d}/prior", "--method", "pics", "-i", "0"] + OK

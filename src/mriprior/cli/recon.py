@@ -106,6 +106,9 @@ def resolve(args, prior) -> dict:
         raise InputError(f"--lam must be >= 0, got {out['lam']!r}")
     if out.get("sigma_start") is not None and not out["sigma_start"] > 0:
         raise InputError(f"--sigma-start must be > 0, got {out['sigma_start']!r}")
+    if getattr(args, "flag", None) and out.get("chains", 2) < 2:
+        raise InputError(f"--flag needs an interval from at least 2 chains, got --chains "
+                         f"{out['chains']}")
     return out
 
 
@@ -217,9 +220,6 @@ def run(args):
     if args.batch is not None and args.batch < 1:
         raise InputError(f"--batch must be >= 1, got {args.batch}")
     opts = resolve(args, prior)
-    if args.flag and args.method != "pics" and opts["chains"] < 2:
-        raise InputError(f"--flag needs an interval from at least 2 chains, got --chains "
-                         f"{opts['chains']}")
     bar = None if args.quiet else tqdm(total=1, desc=f"recon ({args.method})", unit="step",
                                        file=sys.stderr, disable=None)
 

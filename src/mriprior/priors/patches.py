@@ -36,7 +36,7 @@ from torch import nn
 
 from mriprior.errors import InputError
 
-__all__ = ["position_channels", "extract_patches", "tile_starts", "PatchTiler",
+__all__ = ["position_channels", "extract_patches", "training_patches", "tile_starts", "PatchTiler",
            "check_patches", "POSITION_CHANNELS"]
 
 POSITION_CHANNELS = 2  # (y, x)
@@ -83,6 +83,16 @@ def extract_patches(x: torch.Tensor, p: int, per_image: int, ref: Sequence[int],
     img = torch.arange(b, device=x.device).repeat_interleave(per_image)[:, None, None]
     patches = x.permute(0, 2, 3, 1)[img, rows, cols].permute(0, 3, 1, 2).contiguous()
     return patches, position_channels(oy, ox, (p, p), (h, w), ref).to(x.dtype)
+
+
+def training_patches(x: torch.Tensor, patches: Mapping, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step's patches of the batch ``x`` ``(B, C, H, W)`` (whole slices): one size
+    drawn from ``patches["sizes"]``, ``(area // size)^2`` patches per slice, with their position
+    channels (:func:`extract_patches`); every draw from ``generator``."""
+    sizes = patches["sizes"]
+    p = sizes[int(torch.randint(len(sizes), (1,), generator=generator, device=x.device))]
+    return extract_patches(x, p, (patches["area"] // p) ** 2, patches["ref"], generator)
 
 
 def tile_starts(length: int, tile: int, shift: int) -> list[int]:
@@ -139,14 +149,15 @@ class PatchTiler(nn.Module):
         else:
             sy, sx = (int(v) for v in torch.randint(0, th, (2,), generator=self.generator))
             ys, xs = tile_starts(hh, th, sy), tile_starts(ww, tw, sx)
-        tiles = torch.stack([x[:, :, y:y + th, x0:x0 + tw] for y in ys for x0 in xs], 1)
         k = len(ys) * len(xs)
+        tiles = x if k == 1 else torch.stack(
+            [x[:, :, y:y + th, x0:x0 + tw] for y in ys for x0 in xs], 1).reshape(b * k, c, th, tw)
         oy = torch.tensor([y for y in ys for _ in xs], device=x.device) - py // 2
         ox = torch.tensor([x0 for _ in ys for x0 in xs], device=x.device) - px // 2
         pos = position_channels(oy, ox, (th, tw), (h, w), self.ref).to(x.dtype)
-        pos = pos.repeat(b, 1, 1, 1)
+        pos = pos.repeat(b, 1, 1, 1) if k > 1 else pos.expand(b, -1, -1, -1)
         sig = sigma.reshape(-1).expand(b).repeat_interleave(k)
-        out = self.net(tiles.reshape(b * k, c, th, tw), sig, pos).reshape(b, k, -1, th, tw)
+        out = self.net(tiles, sig, pos).reshape(b, k, -1, th, tw)
         if k == 1:
             result = out[:, 0]
         else:

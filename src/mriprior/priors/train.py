@@ -70,7 +70,7 @@ from mriprior.priors.checkpoints import (latest_checkpoint, list_checkpoints,  #
                                          write_checkpoint)
 from mriprior.priors.export import save_prior
 from mriprior.priors.networks import network_from_config
-from mriprior.priors.patches import PatchTiler, check_patches, extract_patches
+from mriprior.priors.patches import PatchTiler, check_patches, training_patches
 from mriprior.priors.pixelcnn import (bits_per_dim, discretized_logistic_mixture_nll,
                                       likelihood_meta, to_network_scale)
 
@@ -425,10 +425,7 @@ def _train(cfg: dict, ctx: _Dist, resume: bool, stop_at: int | None) -> dict:
         model sees the magnitude of x0; a patch prior trains on random patches of the batch
         (one size per step) and sees their position channels."""
         if patches is not None:
-            sizes = patches["sizes"]
-            p = sizes[int(torch.randint(len(sizes), (1,), generator=noise_gen, device=device))]
-            x0, cond = extract_patches(x0, p, (patches["area"] // p) ** 2, patches["ref"],
-                                       noise_gen)
+            x0, cond = training_patches(x0, patches, noise_gen)
         elif is_cond:
             cond = x0.square().sum(1, keepdim=True).sqrt()  # (B, 1, H, W) from (re, im)
         else:
