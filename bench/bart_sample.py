@@ -165,8 +165,8 @@ def report(res: dict, cmd: str) -> str:
         f"The real 8-coil slice (180 x 230, R {res['accel']:.1f}), prior `{res['prior']}` "
         f"exported with `mriprior export` (TorchScript) and run inside BART 1.0 "
         f"(`bench/bart/build.sh`), beside `mriprior recon` in one run; same maps (our ESPIRiT), "
-        f"same data scale; {res['samples']} samples each; PSNR / SSIM after the complex "
-        f"least-squares scale; {res['cpu_cores']} CPU cores, torch {res['torch']} "
+        f"same data scale; {res['samples']} samples each; PSNR / SSIM of magnitudes after the "
+        f"real least-squares scale (`metrics`, scale lsq); {res['cpu_cores']} CPU cores, torch {res['torch']} "
         f"({res['date']}). BART's k-space noise std estimated as {res['noise_std_scaled']:.3g} "
         "(image max ~1).", "",
         "| method | settings | PSNR dB | SSIM | seconds |", "|---|---|---|---|---|",
@@ -184,8 +184,8 @@ def report(res: dict, cmd: str) -> str:
         "model, not the network, made the difference. Neither sampler was tuned on this slice: "
         "BART's ran with -N 50 -K 1 and its own defaults otherwise (not tuned on validation "
         "slices either), mriprior's with the prior's settings and the noise model chosen on "
-        "validation slices. Tuned L1-wavelet on this slice: 36.26 dB / 0.947. (Times: the CPU "
-        "was shared with another job during this run.)", "",
+        "validation slices. Tuned L1-wavelet on this slice: 36.26 dB / 0.947. (Times: the "
+        "machine ran nothing else during the 2026-12-05 run; earlier runs shared it.)", "",
         "Figure: `bench/results/bart_sample.png`.", "",
         f"Command: `{cmd.strip()}`", ""])
 
