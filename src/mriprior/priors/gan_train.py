@@ -128,6 +128,29 @@ def train_gan(raw, resume: bool = False, base_dir=".", log=print) -> dict:
         return _train_gan(cfg, resume, log)
 
 
+def _gan_step(G, D, og, od, bce, x, l1_weight: float):
+    """One pix2pix update on the batch ``x``: the discriminator on real vs generated
+    (magnitude, image) pairs, then the generator (fool D + ``l1_weight`` x L1 to the true
+    complex image). Returns ``(l1, g_adv, loss_d)``."""
+    m, real = _split(x)
+    fake = m * G(m)
+    d_real = D(torch.cat([m, real], 1))
+    d_fake = D(torch.cat([m, fake.detach()], 1))
+    loss_d = 0.5 * (bce(d_real, torch.ones_like(d_real)) +
+                    bce(d_fake, torch.zeros_like(d_fake)))
+    od.zero_grad(set_to_none=True)
+    loss_d.backward()
+    od.step()
+    d_fake = D(torch.cat([m, fake], 1))
+    g_adv = bce(d_fake, torch.ones_like(d_fake))
+    l1 = (fake - real).abs().mean()
+    loss_g = g_adv + l1_weight * l1
+    og.zero_grad(set_to_none=True)
+    loss_g.backward()
+    og.step()
+    return l1, g_adv, loss_d
+
+
 def _train_gan(cfg: dict, resume: bool, log) -> dict:
     mc, dc, oc, tc = cfg["model"], cfg["data"], cfg["optim"], cfg["train"]
     out = Path(tc["output"])
@@ -186,24 +209,7 @@ def _train_gan(cfg: dict, resume: bool, log) -> dict:
     D.train()
     for x in loader:
         x = x.to(device)
-        m, real = _split(x)
-        fake = m * G(m)
-        # discriminator: real pairs vs generated pairs
-        d_real = D(torch.cat([m, real], 1))
-        d_fake = D(torch.cat([m, fake.detach()], 1))
-        loss_d = 0.5 * (bce(d_real, torch.ones_like(d_real)) +
-                        bce(d_fake, torch.zeros_like(d_fake)))
-        od.zero_grad(set_to_none=True)
-        loss_d.backward()
-        od.step()
-        # generator: fool D + L1 to the true complex image
-        d_fake = D(torch.cat([m, fake], 1))
-        g_adv = bce(d_fake, torch.ones_like(d_fake))
-        l1 = (fake - real).abs().mean()
-        loss_g = g_adv + tc["l1_weight"] * l1
-        og.zero_grad(set_to_none=True)
-        loss_g.backward()
-        og.step()
+        l1, g_adv, loss_d = _gan_step(G, D, og, od, bce, x, tc["l1_weight"])
         step += 1
         n_img += x.shape[0]
         for k, v in (("l1", l1), ("g_adv", g_adv), ("d", loss_d)):
