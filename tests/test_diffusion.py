@@ -306,7 +306,7 @@ def test_likelihood_grad_gives_the_gaussian_posterior():
     y = mu + 0.8 * torch.sin(torch.arange(DIM, dtype=torch.float64))
     vp = 1 / (1 / S ** 2 + 1 / r2)
     mp = vp * (mu / S ** 2 + y / r2)
-    lik = lambda x: (y.to(x.dtype) - x) / r2  # noqa: E731
+    lik = lambda x, sigma: (y.to(x.dtype) - x) / r2  # noqa: E731
     g = torch.Generator().manual_seed(12)
     sig = d.ve_sigmas(30, 0.02, 1.0)
     kw = dict(n_steps=10, step_lr=0.5 * 0.02 ** 2)

@@ -144,9 +144,9 @@ class _Phaser:
             if self.s.method == "gan":
                 return gan_phase(self.prior, mag, seed=batch_seed)
             if self.s.method == "conditional":
-                return conditional_phase(self.prior, mag, seed=batch_seed, callback=callback,
+                return conditional_phase(self.prior, mag, seed=seeds, callback=callback,
                                          **self.s.conditional)
-            return langevin_phase(self.prior, mag, seed=batch_seed, callback=callback,
+            return langevin_phase(self.prior, mag, seed=seeds, callback=callback,
                                   **self.s.langevin)
 
 
@@ -234,7 +234,7 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
     job = {"format": "mriprior-augment-job", "version": 1, "source": str(src),
            "source_manifest_sha256": _source_hash(ds), "count": len(ds),
            "settings": settings.signature()}
-    if settings.method in MODEL_METHODS:  # the samplers draw their noise per batch
+    if settings.method == "gan":  # its dropout noise is drawn per batch (the samplers': per item)
         job["batch"] = int(batch)
     parts = work_dir(out)
     finished = _finished(out, job)

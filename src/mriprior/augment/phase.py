@@ -2,9 +2,10 @@
 
 Shapes: magnitudes ``(batch, y, x)`` real, >= 0, any scale; every method returns complex64
 ``(batch, y, x)`` images whose magnitude is the input magnitude (float32 rounding) and whose phase
-the method supplies. Randomness comes only from the integer ``seeds`` given per item, so an item's
-output does not depend on the batch it is processed in (except ``langevin``, whose items share
-one generator: see :func:`langevin_phase`).
+the method supplies. Randomness comes only from the integer seeds given per item (one noise
+stream per image, :class:`~mriprior.diffusion.noise.ItemNoise`), so an item's output does not
+depend on the batch it is processed in; the exception is ``gan``, whose dropout noise is drawn
+for the batch from one seed.
 
 Methods (:data:`METHODS`):
 
@@ -31,10 +32,14 @@ Methods (:data:`METHODS`):
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 from mriprior.data.simulate import PhaseModel, complex_from_magnitude
+from mriprior.diffusion.noise import ItemNoise, derive_seed
+from mriprior.diffusion.samplers import (ancestral_ve, annealed_langevin, counting_callback,
+                                         predictor_corrector)
 from mriprior.diffusion.schedules import randn_like
 from mriprior.errors import InputError
 from mriprior.recon.priors import ImagePrior
@@ -80,7 +85,7 @@ def magnitude_loss_grad(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 def langevin_phase(prior: ImagePrior, mag: torch.Tensor, *, n_levels: int = 10,
-                   steps: int = 50, eta: float = 0.15, seed: int = 0, sigma_max=None,
+                   steps: int = 50, eta: float = 0.15, seed=0, sigma_max=None,
                    sigma_min=None, likelihood_sigma: float | None = None,
                    step_size: float = 0.2, callback=None) -> torch.Tensor:
     """Sample ``x ~ p(x) exp(-L(x) / (2 s^2))`` by annealed Langevin dynamics; return
@@ -104,44 +109,47 @@ def langevin_phase(prior: ImagePrior, mag: torch.Tensor, *, n_levels: int = 10,
     + sqrt(a_i) z`` with ``a_i = step_size / (1 / s_i^2 + 1 / s_L^2)``, which samples that
     posterior as the levels go to 0 (tested against numerical integration); ``eta`` then does
     not apply. ``n_levels * steps`` network evaluations per image (500 with
-    the defaults); several samples of one image = repeat it in the batch. The batch shares one
-    generator seeded with ``seed``: an item's result depends on the batch it was drawn in (the
-    batch job keeps the batches fixed, so it is reproducible). ``callback(done, total)``.
+    the defaults); several samples of one image = repeat it in the batch with different seeds.
+    ``seed``: one int per image (an image's result then depends only on it and its seed), or one
+    int for the batch (image ``i`` uses ``derive_seed(seed, i)``). Both updates are the shared
+    samplers of :mod:`mriprior.diffusion.samplers` (``ancestral_ve`` with the likelihood
+    weighted ``-eta / tau_i``; ``annealed_langevin``) with the magnitude likelihood as their
+    ``likelihood_grad``. ``callback(done, total)``.
     """
     mag = _check(mag)
     if n_levels < 1 or steps < 1 or not eta > 0:
         raise InputError(f"need n_levels >= 1, steps >= 1, eta > 0 (got {n_levels}, {steps}, "
                          f"{eta})")
-    from mriprior.recon.posterior import _levels
-
-    m = _normalised(mag)
-    g = torch.Generator(device=mag.device).manual_seed(int(seed))
-    phi0 = 2 * math.pi * torch.rand(mag.shape[0], 1, 1, generator=g, device=mag.device)
-    sig = _levels(prior, n_levels, sigma_max, sigma_min).tolist() + [0.0]
-    x = torch.polar(m, phi0.expand_as(m)) + sig[0] * randn_like(m, g, dtype=torch.complex64)
-    total, done = n_levels * steps, 0
     if likelihood_sigma is not None and not likelihood_sigma > 0:
         raise InputError(f"likelihood_sigma must be positive, got {likelihood_sigma}")
-    for i in range(n_levels):
-        s, s_next = sig[i], sig[i + 1]
-        if likelihood_sigma is None:  # the published update
-            tau = s * s - s_next * s_next
-            std = math.sqrt(s_next * s_next * tau / (s * s))
-        else:
-            w = 1.0 / (2.0 * likelihood_sigma ** 2)
-            a = step_size / (1.0 / (s * s) + 1.0 / likelihood_sigma ** 2)
-        for _ in range(steps):
-            if likelihood_sigma is None:
-                x = x - eta * magnitude_loss_grad(x, m) + tau * prior.score(x, s)
-                if std > 0:
-                    x = x + std * randn_like(x, g)
-            else:
-                grad = prior.score(x, s) - w * magnitude_loss_grad(x, m)
-                x = x + (0.5 * a) * grad + math.sqrt(a) * randn_like(x, g)
-            done += 1
-            if callback is not None:
-                callback(done, total)
+    m = _normalised(mag)
+    g = _streams(mag, seed)
+    phi0 = 2 * math.pi * g.rand((mag.shape[0], 1, 1), device=mag.device)
+    sig = prior.levels(n_levels, sigma_max, sigma_min).tolist()
+    x = torch.polar(m, phi0.expand_as(m)) + sig[0] * randn_like(m, g, dtype=torch.complex64)
+    kw = dict(generator=g, callback=counting_callback(callback, n_levels * steps))
+    if likelihood_sigma is None:  # the published update: SMLD ancestral steps, weight eta / tau_i
+        tau = {s: s * s - s_next * s_next for s, s_next in zip(sig, sig[1:] + [0.0])}
+        x = ancestral_ve(prior.score_fn(), x, sig + [0.0], n_steps=steps,
+                         likelihood_grad=lambda v, s: -(eta / tau[s]) * magnitude_loss_grad(v, m),
+                         **kw)
+    else:  # annealed Langevin on p_s(x) exp(-L(x) / (2 s_L^2))
+        v2 = likelihood_sigma ** 2
+        x = annealed_langevin(prior.score_fn(), x, sig, n_steps=steps,
+                              step_fn=lambda s: step_size / (1.0 / (s * s) + 1.0 / v2),
+                              likelihood_grad=lambda v, s: -magnitude_loss_grad(v, m) / (2 * v2),
+                              **kw)
     return with_phase(mag, x)
+
+
+def _streams(mag: torch.Tensor, seed) -> ItemNoise:
+    """One noise stream per image: ``seed`` one int per image, or one int for the batch (image
+    ``i`` then uses ``derive_seed(seed, i)``, which depends on its place in the batch)."""
+    n = mag.shape[0]
+    seeds = [derive_seed(seed, i) for i in range(n)] if isinstance(seed, numbers.Integral) else list(seed)
+    if len(seeds) != n:
+        raise InputError(f"got {len(seeds)} seeds for {n} magnitude images")
+    return ItemNoise(seeds, mag.device)
 
 
 def _normalised(mag):
@@ -150,7 +158,7 @@ def _normalised(mag):
 
 
 def conditional_phase(prior, mag: torch.Tensor, *, n_levels: int = 200, snr: float = 0.16,
-                      n_corrector: int = 1, seed: int = 0, callback=None) -> torch.Tensor:
+                      n_corrector: int = 1, seed=0, callback=None) -> torch.Tensor:
     """Sample ``x ~ p(x | m)`` with a conditional score model and return ``mag * exp(i
     angle(x))``.
 
@@ -159,12 +167,9 @@ def conditional_phase(prior, mag: torch.Tensor, *, n_levels: int = 200, snr: flo
     (:func:`mriprior.diffusion.samplers.predictor_corrector`) over ``n_levels`` geometric levels
     from the prior's ``sigma_max`` to ``sigma_min`` and a final noise-free step, starting from
     ``sigma_max`` times complex noise: ``(1 + n_corrector) * n_levels`` network evaluations
-    per image (the second founding study: 1,000 levels, ~2,000 evaluations). The batch shares
-    one generator seeded with ``seed``.
+    per image (the second founding study: 1,000 levels, ~2,000 evaluations). ``seed``: as in
+    :func:`langevin_phase`.
     """
-    from mriprior.diffusion.samplers import predictor_corrector
-    from mriprior.recon.posterior import _levels
-
     mag = _check(mag)
     if not getattr(prior, "cond_channels", 0):
         raise InputError("method 'conditional' needs a conditional model (cond_channels = 1)")
@@ -172,21 +177,11 @@ def conditional_phase(prior, mag: torch.Tensor, *, n_levels: int = 200, snr: flo
         raise InputError(f"n_levels must be >= 1, got {n_levels}")
     m = _normalised(mag)
     bound = prior.conditioned_on(m[:, None])
-    sig = torch.cat([_levels(prior, n_levels), torch.zeros(1, dtype=torch.float64)])
-    g = torch.Generator(device=mag.device).manual_seed(int(seed))
-    x0 = float(sig[0]) * randn_like(m, g, dtype=torch.complex64)
-    done = [0]
-
-    def score(x, s):
-        return bound.score(x, float(s.reshape(-1)[0]))
-
-    def tick(_):
-        done[0] += 1
-        if callback is not None:
-            callback(done[0], n_levels)
-
-    x = predictor_corrector(score, x0, sig, generator=g, n_corrector=n_corrector, snr=snr,
-                            callback=tick)
+    sig = prior.levels(n_levels).tolist() + [0.0]
+    g = _streams(mag, seed)
+    x0 = sig[0] * randn_like(m, g, dtype=torch.complex64)
+    x = predictor_corrector(bound.score_fn(), x0, sig, generator=g, n_corrector=n_corrector,
+                            snr=snr, callback=counting_callback(callback, n_levels))
     return with_phase(mag, x)
 
 

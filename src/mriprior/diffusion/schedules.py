@@ -30,6 +30,7 @@ import math
 
 import torch
 
+from mriprior.diffusion.noise import ItemNoise
 from mriprior.errors import InputError
 
 __all__ = [
@@ -59,15 +60,19 @@ def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.reshape(*v.shape, *([1] * extra))
 
 
-def randn_like(x: torch.Tensor, generator: torch.Generator | None = None,
+def randn_like(x: torch.Tensor, generator: torch.Generator | ItemNoise | None = None,
                dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Standard normal noise shaped like ``x``; complex: real and imaginary parts each ``N(0, 1)``."""
+    """Standard normal noise shaped like ``x``; complex: real and imaginary parts each ``N(0, 1)``.
+    ``generator``: one for the batch, or :class:`~mriprior.diffusion.noise.ItemNoise` (one per
+    item along the first dimension)."""
     dtype = x.dtype if dtype is None else dtype
-    if dtype.is_complex:
-        real = torch.empty(0, dtype=dtype).real.dtype
-        z = torch.randn(*x.shape, 2, generator=generator, device=x.device, dtype=real)
-        return torch.view_as_complex(z)
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=dtype)
+    real = torch.empty(0, dtype=dtype).real.dtype if dtype.is_complex else dtype
+    shape = (*x.shape, 2) if dtype.is_complex else tuple(x.shape)
+    if isinstance(generator, ItemNoise):
+        z = generator.randn(shape, dtype=real, device=x.device)
+    else:
+        z = torch.randn(shape, generator=generator, device=x.device, dtype=real)
+    return torch.view_as_complex(z) if dtype.is_complex else z
 
 
 def _as_tensor(t) -> torch.Tensor:

@@ -9,7 +9,9 @@ number) and multiplies the result back: scaling the k-space by ``c`` scales ever
 ``c`` (``|c|`` for the standard deviation).
 
 Methods (each runs ``chains`` independent chains per slice as one batch, each from its own
-random start, and summarises them with :func:`summarise`):
+random start, and summarises them with :func:`summarise`; chain ``j`` of a slice draws its noise
+from its own stream seeded by ``(seed, j)``, ``seed`` one int or one per slice, so a slice's
+result does not depend on the slices batched with it):
 
 :func:`langevin_posterior`
     the founding talk's Algorithm 1 (published settings as defaults). Noise levels
@@ -58,6 +60,9 @@ from dataclasses import dataclass
 
 import torch
 
+from mriprior.diffusion.noise import ItemNoise
+from mriprior.diffusion.samplers import (ancestral_ve, annealed_langevin, counting_callback,
+                                         ve_noise_scale)
 from mriprior.diffusion.schedules import randn_like
 from mriprior.errors import InputError
 from mriprior.physics.linop import broadcast_shape
@@ -274,20 +279,21 @@ def _result(prob: _Problem, x: torch.Tensor, nfe: int, keep: bool) -> PosteriorR
     return PosteriorResult(mmse, var, std, samples if keep else None, prob.scale, nfe)
 
 
-def _generator(seed, device):
-    return torch.Generator(device=device).manual_seed(int(seed))
+def _streams(prob: "_Problem", seed, device) -> ItemNoise:
+    """One random stream per chain: chain ``j`` of slice ``b`` from ``(seed_b, j)``, so a slice's
+    chains do not depend on the other slices of the batch."""
+    return ItemNoise.for_chains(seed, prob.b, prob.k, device)
 
 
-def _levels(prior: ImagePrior, n: int, sigma_max=None, sigma_min=None) -> torch.Tensor:
-    hi = float(sigma_max if sigma_max is not None else prior.sigma_max)
-    lo = float(sigma_min if sigma_min is not None else prior.sigma_min)
-    if not hi >= lo > 0:
-        raise InputError(f"need sigma_max >= sigma_min > 0, got {hi}, {lo}")
-    if n < 1:
-        raise InputError(f"number of noise levels must be >= 1, got {n}")
-    if n == 1:
-        return torch.tensor([lo], dtype=torch.float64)
-    return torch.exp(torch.linspace(math.log(hi), math.log(lo), n, dtype=torch.float64))
+def _noise_var(noise_var, ksp, mask, prob: "_Problem", ndim: int):
+    """``None`` or the per-chain noise variance in the prior's units, shaped to broadcast."""
+    noise_var = _resolve_noise_var(noise_var, ksp, mask)
+    if noise_var is None:
+        return None
+    if not noise_var > 0:
+        raise InputError(f"noise_var must be positive, got {noise_var}")
+    return (float(noise_var) / prob.scale.repeat_interleave(prob.k) ** 2).reshape(
+        -1, *([1] * (ndim - 1))).to(ksp.real.dtype)
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -309,54 +315,33 @@ def langevin_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior,
         raise InputError(f"need 0 <= skip < n_levels and steps >= 1 (got skip {skip}, "
                          f"n_levels {n_levels}, steps {steps})")
     prob = _Problem(ksp, maps, mask, chains, scaling, support)
-    sig = _levels(prior, n_levels, sigma_max, sigma_min)[skip:]
-    g = _generator(seed, ksp.device)
+    sig = prior.levels(n_levels, sigma_max, sigma_min)[skip:].tolist()
+    g = _streams(prob, seed, ksp.device)
     shape = (prob.b * prob.k,) + prob.adj_y.shape[1:]
     if init == "uniform":
-        u = torch.rand((*shape, 2), generator=g, device=ksp.device, dtype=ksp.real.dtype)
+        u = g.rand((*shape, 2), dtype=ksp.real.dtype, device=ksp.device)
         x = torch.complex(u[..., 0], u[..., 1])
     elif init == "cg":
         x0 = prob.cg_image().expand(shape).clone()
-        x = x0 + float(sig[0]) * randn_like(x0, g)
+        x = x0 + sig[0] * randn_like(x0, g)
     else:
         raise InputError(f"init must be 'uniform' or 'cg', not {init!r}")
     total = len(sig) * steps
-    done = [0]
-
-    def tick(_=None):
-        done[0] += 1
-        if callback is not None:
-            callback(done[0], total)
-
+    tick = counting_callback(callback, total)
     nfe0 = prior.nfe
-    noise_var = _resolve_noise_var(noise_var, ksp, mask)
-    if noise_var is not None:
-        if not noise_var > 0:
-            raise InputError(f"noise_var must be positive, got {noise_var}")
-        nv = (float(noise_var) / prob.scale.repeat_interleave(prob.k) ** 2).reshape(
-            -1, *([1] * (x.ndim - 1))).to(x.real.dtype)
-        for s in sig.tolist():
-            a = step_size / (1.0 / (s * s) + 1.0 / nv)  # a fraction of the local posterior scale
-            for _ in range(steps):
-                grad = prior.score(x, s) + prob.residual_grad(x) / nv
-                x = x + (0.5 * a) * grad + a.sqrt() * randn_like(x, g)
-                x = prob.renoise_outside(x, s, g)
-                tick()
+    nv = _noise_var(noise_var, ksp, mask, prob, x.ndim)
+    kw = dict(generator=g, callback=tick, project=lambda v, s: prob.renoise_outside(v, s, g))
+    if nv is not None:  # annealed Langevin on p_s(x) p(y | x), steps a fraction of the local scale
+        x = annealed_langevin(prior.score_fn(), x, sig, n_steps=steps,
+                              step_fn=lambda s: step_size / (1.0 / (s * s) + 1.0 / nv),
+                              likelihood_grad=lambda v, s: prob.residual_grad(v) / nv, **kw)
         if tweedie:  # remove the last level's noise
-            s_last = float(sig[-1])
-            x = x + s_last * s_last * prior.score(x, s_last)
-    else:
-        levels = sig.tolist() + [0.0]
-        for i in range(len(levels) - 1):
-            s, s_next = levels[i], levels[i + 1]
-            d = s * s - s_next * s_next
-            tau = math.sqrt(s_next * s_next * d / (s * s))
-            for _ in range(steps):
-                x = x + d * prior.score(x, s)
-                if tau > 0:
-                    x = x + (lam * tau) * prob.residual_grad(x) + tau * randn_like(x, g)
-                x = prob.renoise_outside(x, s_next, g)
-                tick()
+            x = x + sig[-1] ** 2 * prior.score(x, sig[-1])
+    else:  # the published update: SMLD ancestral steps with the data term weighted lam tau_i
+        weight = {s: lam * ve_noise_scale(s, s_next) / (s * s - s_next * s_next)
+                  for s, s_next in zip(sig, sig[1:] + [0.0])}
+        x = ancestral_ve(prior.score_fn(), x, sig + [0.0], n_steps=steps,
+                         likelihood_grad=lambda v, s: weight[s] * prob.residual_grad(v), **kw)
     return _result(prob, prob.project(x), prior.nfe - nfe0, keep_samples)
 
 
@@ -384,15 +369,9 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
         raise InputError(f"need nfe >= 1, cg_iters >= 0, 0 <= eta <= 1 (got {nfe}, {cg_iters}, "
                          f"{eta})")
     prob = _Problem(ksp, maps, mask, chains, scaling, support)
-    sig = _levels(prior, nfe, sigma_start, sigma_end).tolist()
-    g = _generator(seed, ksp.device)
-    nv = None
-    noise_var = _resolve_noise_var(noise_var, ksp, mask)
-    if noise_var is not None:
-        if not noise_var > 0:
-            raise InputError(f"noise_var must be positive, got {noise_var}")
-        nv = (float(noise_var) / prob.scale.repeat_interleave(prob.k) ** 2).reshape(
-            -1, *([1] * (prob.adj_y.ndim - 1))).to(ksp.real.dtype)
+    sig = prior.levels(nfe, sigma_start, sigma_end).tolist()
+    g = _streams(prob, seed, ksp.device)
+    nv = _noise_var(noise_var, ksp, mask, prob, prob.adj_y.ndim)
     x0 = prob.cg_image().expand((prob.b * prob.k,) + prob.adj_y.shape[1:]).clone()
     x = x0 + sig[0] * randn_like(x0, g)
     nfe0 = prior.nfe

@@ -40,6 +40,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mriprior.diffusion.schedules import ve_sigmas
 from mriprior.errors import InputError
 
 __all__ = ["ImagePrior", "DiffusionPrior", "GaussianPrior", "PixelCNNPrior", "load_image_prior"]
@@ -62,6 +63,23 @@ class ImagePrior:
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no explicit likelihood")
+
+    def levels(self, n: int, sigma_max=None, sigma_min=None) -> torch.Tensor:
+        """``n`` geometric noise levels (float64) from ``sigma_max`` down to ``sigma_min``
+        (default: the prior's own); ``n = 1`` gives ``[sigma_min]``."""
+        hi = float(sigma_max if sigma_max is not None else self.sigma_max)
+        lo = float(sigma_min if sigma_min is not None else self.sigma_min)
+        if not hi >= lo > 0:
+            raise InputError(f"need sigma_max >= sigma_min > 0, got {hi}, {lo}")
+        if n < 1:
+            raise InputError(f"number of noise levels must be >= 1, got {n}")
+        return ve_sigmas(n, lo, hi, append_zero=False) if n > 1 else torch.tensor(
+            [lo], dtype=torch.float64)
+
+    def score_fn(self):
+        """The score as a sampler's ``score_fn(x, sigma)`` (``sigma`` a ``(batch,)`` tensor of one
+        level, see :mod:`mriprior.diffusion.samplers`)."""
+        return lambda x, sigma: self.score(x, float(sigma.reshape(-1)[0]))
 
     def reg_grad(self, x: torch.Tensor) -> torch.Tensor:
         """Gradient of the PICS regulariser at ``x`` (see the module docstring)."""
