@@ -160,7 +160,7 @@ def _check_output(out: Path, src: Path, samples: int, method: str):
 def test_job_writes_every_slice_once_with_provenance(magdata, tmp_path):
     out = tmp_path / "smooth"
     s = augment_dataset(magdata / "mag", out, AugmentSettings("smooth", samples=2, seed=3,
-                                                              chunk=4), log=lambda *_: None)
+                                                              chunk=4))
     assert s["count"] == 2 * N_SLICES and s["chunks"] == 3
     imgs = _check_output(out, magdata / "mag", 2, "smooth")
     m = json.loads((out / "manifest.json").read_text())
@@ -171,18 +171,18 @@ def test_job_writes_every_slice_once_with_provenance(magdata, tmp_path):
     # running it again changes nothing
     before = (out / "manifest.json").stat().st_mtime_ns
     s2 = augment_dataset(magdata / "mag", out, AugmentSettings("smooth", samples=2, seed=3,
-                                                               chunk=4), log=lambda *_: None)
+                                                               chunk=4))
     assert s2["already_complete"] and (out / "manifest.json").stat().st_mtime_ns == before
     # a different job on the same output is refused, naming the setting
     with pytest.raises(InputError, match="already exists"):
         augment_dataset(magdata / "mag", out, AugmentSettings("smooth", samples=2, seed=4,
-                                                              chunk=4), log=lambda *_: None)
+                                                              chunk=4))
 
 
 def test_job_refuses_to_mix_chunks_of_different_settings(magdata, tmp_path):
     out = tmp_path / "mix"
     augment_dataset(magdata / "mag", out, AugmentSettings("zero", chunk=4), rank=1,
-                    world_size=2, log=lambda *_: None)  # rank 1 only: chunk 1 written
+                    world_size=2)  # rank 1 only: chunk 1 written
     assert (work_dir(out) / "chunk-000001.npz").exists() and not out.exists()
     with pytest.raises(InputError, match=r"seed \(0 vs 5\)"):
         augment_dataset(magdata / "mag", out, AugmentSettings("zero", chunk=4, seed=5),
@@ -195,10 +195,10 @@ def test_ranks_split_the_work_and_match_one_process(magdata, tmp_path):
     ref = _check_output(tmp_path / "one", magdata / "mag", 1, "smooth")
     out = tmp_path / "two"
     s1 = augment_dataset(magdata / "mag", out, AugmentSettings("smooth", chunk=3), rank=1,
-                         world_size=2, log=lambda *_: None)
+                         world_size=2)
     assert s1["chunks_done"] == 2 and not out.exists()  # chunks 1 and 3 of 0..3
     s0 = augment_dataset(magdata / "mag", out, AugmentSettings("smooth", chunk=3), rank=0,
-                         world_size=2, log=lambda *_: None)
+                         world_size=2)
     assert s0["chunks_done"] == 2
     assert np.array_equal(_check_output(out, magdata / "mag", 1, "smooth"), ref)
 
@@ -260,7 +260,7 @@ def test_sigkill_at_any_file_operation_then_resume(magdata, tmp_path):
     the assembly at each of its operations in turn (state carries over between runs)."""
     ref_out = tmp_path / "ref"
     augment_dataset(magdata / "mag", ref_out, AugmentSettings("smooth", samples=2, seed=1,
-                                                              chunk=2), log=lambda *_: None)
+                                                              chunk=2))
     ref = _check_output(ref_out, magdata / "mag", 2, "smooth")
     script = tmp_path / "killer.py"
     script.write_text(_KILLER)
@@ -493,18 +493,18 @@ def test_gan_trains_resumes_exactly_exports_and_augments(conditional_model, magd
     from mriprior.priors.gan_train import train_gan, validate_gan_config
 
     data = conditional_model / "cplx"  # complex 16 x 16 slices with a phase ramp
-    r = train_gan(_gan_raw(data, tmp_path / "a", 6), log=lambda *_: None)
+    r = train_gan(_gan_raw(data, tmp_path / "a", 6))
     assert r["step"] == 6 and math.isfinite(r["l1"])
     # 3 steps, "killed", then resumed to 6: identical generator weights
-    train_gan(_gan_raw(data, tmp_path / "b", 3), log=lambda *_: None)
-    train_gan(_gan_raw(data, tmp_path / "b", 6), resume=True, log=lambda *_: None)
+    train_gan(_gan_raw(data, tmp_path / "b", 3))
+    train_gan(_gan_raw(data, tmp_path / "b", 6), resume=True)
     wa = load_file(str(tmp_path / "a" / "prior.safetensors"))
     wb = load_file(str(tmp_path / "b" / "prior.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    with pytest.raises(InputError, match="different config"):
+    with pytest.raises(InputError, match="train.l1_weight differs"):
         bad = _gan_raw(data, tmp_path / "b", 9)
         bad["train"]["l1_weight"] = 1.0
-        train_gan(bad, resume=True, log=lambda *_: None)
+        train_gan(bad, resume=True)
     with pytest.raises(InputError, match="model.width: unknown key"):
         raw = _gan_raw(data, tmp_path / "c", 2)
         raw["model"]["width"] = 3
@@ -582,7 +582,7 @@ def test_model_job_does_not_depend_on_its_batch(magdata, tmp_path):
     out = tmp_path / "lv"
     with pytest.raises(Stop):
         augment_dataset(magdata / "mag", out, AugmentSettings("langevin", **settings), batch=2,
-                        progress=stop_after_first, log=lambda *_: None)
+                        progress=stop_after_first)
     assert "batch" not in json.loads((work_dir(out) / "job.json").read_text())
     s = augment_dataset(magdata / "mag", out, AugmentSettings("langevin", **settings), batch=3,
                         log=lambda *_: None)

@@ -25,7 +25,8 @@ from mriprior.priors.pixelcnn import (HALF_BIN, PixelCNNPP, conditional_means,
                                       likelihood_meta, sample_pixelcnn, split_params,
                                       to_network_scale)
 from mriprior.priors.sampling import sample_prior
-from mriprior.priors.train import latest_checkpoint, train
+from mriprior.engine import latest_checkpoint
+from mriprior.priors.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"type": "pixelcnn", "filters": 8, "n_resnet": 1, "n_mix": 2, "n_levels": 2,

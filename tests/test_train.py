@@ -18,7 +18,8 @@ from mriprior.data.dataset import DatasetWriter
 from mriprior.errors import InputError
 from mriprior.priors.config import load_config, validate_config
 from mriprior.priors.export import load_prior
-from mriprior.priors.train import latest_checkpoint, list_checkpoints, state_sha256, train
+from mriprior.engine import latest_checkpoint, list_checkpoints, state_sha256
+from mriprior.priors.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_NET = {"type": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
@@ -227,7 +228,8 @@ def test_checkpoint_contents_and_atomic_writes(tmp_path, dataset, monkeypatch):
 _DDP_SCRIPT = """
 import json, os, sys
 import torch
-from mriprior.priors.train import train, state_sha256
+from mriprior.engine import state_sha256
+from mriprior.priors.train import train
 res = train(json.loads(sys.argv[1]))
 rank = int(os.environ["RANK"])
 with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as f:

@@ -47,7 +47,8 @@ from typing import Any, Callable
 
 from mriprior.errors import InputError
 
-__all__ = ["SCHEMA", "SECTIONS", "load_config", "validate_config", "apply_overrides", "read_yaml"]
+__all__ = ["SCHEMA", "SECTIONS", "load_config", "validate_config", "apply_overrides", "read_yaml",
+           "Field", "check_section", "at_least", "positive", "resolve_path"]
 
 _REQUIRED = object()
 
@@ -65,11 +66,11 @@ class Field:
     doc: str = ""
 
 
-def _positive(v):
+def positive(v):
     return None if v > 0 else f"must be > 0, got {v}"
 
 
-def _at_least(n):
+def at_least(n):
     return lambda v: None if v >= n else f"must be >= {n}, got {v}"
 
 
@@ -95,43 +96,43 @@ SCHEMA: dict[str, dict[str, Field]] = {
                              "patches of these sizes, (area // size)^2 per slice and step, "
                              "applied to whole images (infer: null, default) or in infer x "
                              "infer tiles"),
-        "num_workers": Field(int, 2, check=_at_least(0)),
+        "num_workers": Field(int, 2, check=at_least(0)),
     },
     "diffusion": {
         "type": Field(("ve", "vp", "edm", "none"), "ve",
                       doc="none: no diffusion (pixelcnn models); default for pixelcnn"),
-        "sigma_min": Field(float, 0.01, check=_positive, doc="ve, edm"),
-        "sigma_max": Field(float, 1.0, check=_positive, doc="ve, edm"),
-        "beta_min": Field(float, 0.1, check=_positive, doc="vp only"),
-        "beta_max": Field(float, 20.0, check=_positive, doc="vp only"),
+        "sigma_min": Field(float, 0.01, check=positive, doc="ve, edm"),
+        "sigma_max": Field(float, 1.0, check=positive, doc="ve, edm"),
+        "beta_min": Field(float, 0.1, check=positive, doc="vp only"),
+        "beta_max": Field(float, 20.0, check=positive, doc="vp only"),
         "t_eps": Field(float, 1e-5, check=_unit_interval_open, doc="ve, vp"),
-        "sigma_data": Field(float, 0.2, check=_positive,
+        "sigma_data": Field(float, 0.2, check=positive,
                             doc="edm: std of the data (per real component)"),
         "p_mean": Field(float, -2.0, doc="edm: mean of ln sigma in training"),
-        "p_std": Field(float, 1.2, check=_positive, doc="edm: std of ln sigma in training"),
+        "p_std": Field(float, 1.2, check=positive, doc="edm: std of ln sigma in training"),
     },
     "optim": {
-        "lr": Field(float, 2e-4, check=_positive),
+        "lr": Field(float, 2e-4, check=positive),
         "betas": Field("float_pair", [0.9, 0.999], check=_betas),
-        "eps": Field(float, 1e-8, check=_positive),
-        "weight_decay": Field(float, 0.0, check=_at_least(0)),
-        "grad_clip": Field(float, 1.0, nullable=True, check=_positive,
+        "eps": Field(float, 1e-8, check=positive),
+        "weight_decay": Field(float, 0.0, check=at_least(0)),
+        "grad_clip": Field(float, 1.0, nullable=True, check=positive,
                            doc="max global gradient norm; null: no clipping"),
-        "warmup_steps": Field(int, 0, check=_at_least(0), doc="linear warm-up from 0"),
+        "warmup_steps": Field(int, 0, check=at_least(0), doc="linear warm-up from 0"),
         "schedule": Field(("cosine", "constant"), "cosine",
                           doc="after warm-up: cosine from lr to min_lr at train.steps"),
-        "min_lr": Field(float, 0.0, check=_at_least(0)),
+        "min_lr": Field(float, 0.0, check=at_least(0)),
     },
     "train": {
-        "batch_size": Field(int, 8, check=_at_least(1), doc="per rank"),
-        "steps": Field(int, check=_at_least(1), doc="total optimiser steps"),
-        "save_every": Field(int, 1000, check=_at_least(1)),
-        "keep_last": Field(int, 3, check=_at_least(1)),
+        "batch_size": Field(int, 8, check=at_least(1), doc="per rank"),
+        "steps": Field(int, check=at_least(1), doc="total optimiser steps"),
+        "save_every": Field(int, 1000, check=at_least(1)),
+        "keep_last": Field(int, 3, check=at_least(1)),
         "ema_decay": Field(float, 0.999, check=_unit_interval_open),
         "ema_ramp": Field(bool, False, doc="EMA decay min(ema_decay, (1 + n) / (10 + n)) after "
                                           "n updates (short runs)"),
-        "seed": Field(int, 0, check=_at_least(0)),
-        "log_every": Field(int, 10, check=_at_least(1)),
+        "seed": Field(int, 0, check=at_least(0)),
+        "log_every": Field(int, 10, check=at_least(1)),
         "output": Field(str, doc="run folder (relative: to the config file)"),
         "amp": Field(bool, True, doc="mixed precision (CUDA only; ignored on CPU)"),
         "device": Field(("auto", "cpu", "cuda"), "auto"),
@@ -141,8 +142,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                  "true = required, false = off"),
     },
     "heldout": {
-        "every": Field(int, 0, check=_at_least(0), doc="steps between evaluations; 0: off"),
-        "n_images": Field(int, 8, check=_at_least(1)),
+        "every": Field(int, 0, check=at_least(0), doc="steps between evaluations; 0: off"),
+        "n_images": Field(int, 8, check=at_least(1)),
         "sigmas": Field("floats", [0.01, 0.1, 1.0],
                         check=lambda v: None if v and all(s > 0 for s in v)
                         else f"must be a non-empty list of positive numbers, got {v}"),
@@ -276,7 +277,7 @@ def _patches(path: str, v) -> dict:
     return out
 
 
-def _section(name: str, raw: Any, schema: Mapping[str, Field] | None = None) -> dict:
+def check_section(name: str, raw: Any, schema: Mapping[str, Field] | None = None) -> dict:
     """Validate one section against ``schema`` (default: ``SCHEMA[name]``); defaults filled."""
     if raw is None:
         raw = {}
@@ -358,7 +359,7 @@ def _model(raw: Any, channels: str, patches: dict | None = None) -> dict:
     return cfg
 
 
-def _resolve_path(p: str, base_dir: Path) -> str:
+def resolve_path(p: str, base_dir: Path) -> str:
     q = Path(p).expanduser()
     return str(q if q.is_absolute() else (base_dir / q).resolve())
 
@@ -376,7 +377,7 @@ def validate_config(raw: Any, base_dir=".") -> dict:
     base_dir = Path(base_dir)
     out: dict[str, Any] = {}
     for name in SCHEMA:
-        out[name] = _section(name, raw.get(name))
+        out[name] = check_section(name, raw.get(name))
     d = out["diffusion"]
     given = raw.get("diffusion") or {}
     if d["type"] == "none":
@@ -396,8 +397,8 @@ def validate_config(raw: Any, base_dir=".") -> dict:
     if out["optim"]["min_lr"] > out["optim"]["lr"]:
         raise InputError(f"optim.min_lr: must be <= optim.lr ({out['optim']['min_lr']} > "
                          f"{out['optim']['lr']})")
-    out["data"]["path"] = _resolve_path(out["data"]["path"], base_dir)
-    out["train"]["output"] = _resolve_path(out["train"]["output"], base_dir)
+    out["data"]["path"] = resolve_path(out["data"]["path"], base_dir)
+    out["train"]["output"] = resolve_path(out["train"]["output"], base_dir)
     if out["data"]["patches"] is not None and out["data"]["crop"] is not None:
         raise InputError("data.crop: a patch prior cuts its patches out of whole slices (their "
                          "positions are part of the input); set data.crop: null")

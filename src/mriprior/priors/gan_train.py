@@ -27,8 +27,7 @@ Config (YAML, every key checked; defaults in :data:`DEFAULTS`)::
 from __future__ import annotations
 
 import copy
-import json
-import time
+import os
 from pathlib import Path
 
 import torch
@@ -36,10 +35,9 @@ import torch.nn as nn
 
 from mriprior.data.dataset import open_dataset
 from mriprior.data.loader import LoaderState, SliceDataset, make_loader
+from mriprior.engine import (Dist, Hooks, Logger, rank0_lock, resume_point, rng_state, run_loop,
+                             save_checkpoint, set_rng_state)
 from mriprior.errors import InputError
-from mriprior.io.files import output_lock
-from mriprior.priors.checkpoints import (list_checkpoints, newest_readable_checkpoint,
-                                         write_checkpoint)
 from mriprior.priors.export import save_prior
 from mriprior.priors.gan import PatchDiscriminator, PhaseGenerator
 
@@ -113,19 +111,18 @@ def _split(x):
     return m, x
 
 
-def _fixed(cfg: dict) -> dict:
-    """The config without ``train.steps`` (the one key a resume may change)."""
-    return {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "steps"}}
-
-
-def train_gan(raw, resume: bool = False, base_dir=".", log=print) -> dict:
+def train_gan(raw, resume: bool = False, base_dir=".") -> dict:
     """Train (or resume) the GAN; returns ``{"step", "output", "l1", "weights"}``.
 
     One job per output folder (``mriprior.io.files.output_lock``); resume continues from the
-    newest readable checkpoint (a truncated newest one is skipped with a warning)."""
+    newest readable checkpoint (a truncated newest one is skipped with a warning). The engine
+    of :mod:`mriprior.engine`, in one process."""
     cfg = validate_gan_config(raw, base_dir)
-    with output_lock(cfg["train"]["output"], "training"):
-        return _train_gan(cfg, resume, log)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError("the phase GAN trains in one process: run it without torchrun")
+    ctx = Dist(cfg["train"]["device"])
+    with rank0_lock(ctx, cfg["train"]["output"]):
+        return _GanTrainer(cfg, ctx, resume).run()
 
 
 def _gan_step(G, D, og, od, bce, x, l1_weight: float):
@@ -151,80 +148,71 @@ def _gan_step(G, D, og, od, bce, x, l1_weight: float):
     return l1, g_adv, loss_d
 
 
-def _train_gan(cfg: dict, resume: bool, log) -> dict:
-    mc, dc, oc, tc = cfg["model"], cfg["data"], cfg["optim"], cfg["train"]
-    out = Path(tc["output"])
-    ckdir = out / "checkpoints"
-    ckdir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(tc["device"])
-    ds = open_dataset(dc["path"])
-    if ds.kind != "complex":
-        raise InputError(f"data.path {dc['path']}: the GAN learns phase from complex data, "
-                         f"this dataset is {ds.kind!r}")
-    torch.manual_seed(tc["seed"])
-    G = PhaseGenerator(mc["base_channels"], mc["depth"], mc["dropout"]).to(device)
-    D = PatchDiscriminator(mc["disc_channels"], mc["disc_layers"]).to(device)
-    og = torch.optim.Adam(G.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]))
-    od = torch.optim.Adam(D.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]))
-    start, lstate = 0, 0
-    ckpts = list_checkpoints(out)
-    if resume and ckpts:
-        path, ck = newest_readable_checkpoint(out, CKPT_FORMAT)
-        if json.dumps(ck["config"], sort_keys=True) != json.dumps(_fixed(cfg), sort_keys=True):
-            raise InputError(f"{path}: written with a different config (only train.steps "
-                             "may change on resume)")
-        G.load_state_dict(ck["G"])
-        D.load_state_dict(ck["D"])
-        og.load_state_dict(ck["opt_G"])
-        od.load_state_dict(ck["opt_D"])
-        torch.set_rng_state(ck["rng"])
-        start, lstate = ck["step"], LoaderState.from_dict(ck["loader"])
-    elif not resume and ckpts:
-        raise InputError(f"{out}: holds checkpoints; use --resume or another train.output")
-    sd = SliceDataset(ds, split=dc["split"], crop=dc["crop"], flips=dc["flips"],
-                      channels="complex", seed=tc["seed"])
-    loader = make_loader(sd, tc["batch_size"], num_workers=dc["num_workers"],
-                         start_step=lstate, total_steps=tc["steps"])
-    bce = nn.BCEWithLogitsLoss()
-    meta = {"prior_type": "gan", "parametrisation": "phasor", "network": G.config,
-            "data": {"channels": "complex", "crop": dc["crop"], "dataset": dc["path"],
-                     "normalisation": "max"},
-            "config": cfg}
-    log_path = out / "log.jsonl"
-    step, l1_avg, t0, n_img = start, float("nan"), time.perf_counter(), 0
-    sums = {"l1": 0.0, "g_adv": 0.0, "d": 0.0, "n": 0}
+class _GanTrainer:
+    """One run: data, the two networks and optimisers, and the engine's hooks."""
 
-    def save(step):
-        state = {"format": CKPT_FORMAT, "step": step, "config": _fixed(cfg),
-                 "G": G.state_dict(), "D": D.state_dict(), "opt_G": og.state_dict(),
-                 "opt_D": od.state_dict(), "rng": torch.get_rng_state(),
-                 "loader": loader.state().as_dict()}
-        write_checkpoint(ckdir / f"ckpt-{step:08d}.pt", state)
-        for old in list_checkpoints(out)[:-tc["keep_last"]]:
-            old.unlink(missing_ok=True)
-        return save_prior(out / "prior", copy.deepcopy(G).cpu().eval(), {**meta, "step": step})
+    def __init__(self, cfg: dict, ctx: Dist, resume: bool):
+        mc, dc, oc, tc = cfg["model"], cfg["data"], cfg["optim"], cfg["train"]
+        self.cfg, self.ctx, self.resume, self.device = cfg, ctx, resume, ctx.device
+        self.output = Path(tc["output"])
+        fixed = [(s,) for s in cfg if s != "train"] + [("train", k) for k in tc if k != "steps"]
+        _, ckpt = resume_point(self.output, resume, CKPT_FORMAT, config=cfg, fixed=fixed)
+        ds = open_dataset(dc["path"])
+        if ds.kind != "complex":
+            raise InputError(f"data.path {dc['path']}: the GAN learns phase from complex data, "
+                             f"this dataset is {ds.kind!r}")
+        (self.output / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(tc["seed"])
+        self.G = PhaseGenerator(mc["base_channels"], mc["depth"], mc["dropout"]).to(self.device)
+        self.D = PatchDiscriminator(mc["disc_channels"], mc["disc_layers"]).to(self.device)
+        self.og = torch.optim.Adam(self.G.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]))
+        self.od = torch.optim.Adam(self.D.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]))
+        lstate = 0
+        if ckpt is not None:
+            for name, obj in self._states().items():
+                obj.load_state_dict(ckpt[name])
+            set_rng_state(ckpt["rng"], self.device)
+            lstate = LoaderState.from_dict(ckpt["loader"])
+        sd = SliceDataset(ds, split=dc["split"], crop=dc["crop"], flips=dc["flips"],
+                          channels="complex", seed=tc["seed"])
+        self.loader = make_loader(sd, tc["batch_size"], num_workers=dc["num_workers"],
+                                  start_step=lstate, total_steps=tc["steps"])
+        self.bce = nn.BCEWithLogitsLoss()
+        self.meta = {"prior_type": "gan", "parametrisation": "phasor", "network": self.G.config,
+                     "data": {"channels": "complex", "crop": dc["crop"], "dataset": dc["path"],
+                              "normalisation": "max"},
+                     "config": cfg}
+        self.weights = None
 
-    weights = None
-    G.train()
-    D.train()
-    for x in loader:
-        x = x.to(device)
-        l1, g_adv, loss_d = _gan_step(G, D, og, od, bce, x, tc["l1_weight"])
-        step += 1
-        n_img += x.shape[0]
-        for k, v in (("l1", l1), ("g_adv", g_adv), ("d", loss_d)):
-            sums[k] += float(v.detach())
-        sums["n"] += 1
-        if step % tc["log_every"] == 0 or step == tc["steps"]:
-            dt = time.perf_counter() - t0
-            rec = {"step": step, **{k: sums[k] / sums["n"] for k in ("l1", "g_adv", "d")},
-                   "images_per_s": n_img / max(dt, 1e-9)}
-            l1_avg = rec["l1"]
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            sums = {"l1": 0.0, "g_adv": 0.0, "d": 0.0, "n": 0}
-            t0, n_img = time.perf_counter(), 0
-        if step % tc["save_every"] == 0 or step == tc["steps"]:
-            weights, _ = save(step)
-    return {"step": step, "output": str(out), "l1": l1_avg,
-            "weights": str(weights) if weights else None}
+    def _states(self) -> dict:
+        return {"G": self.G, "D": self.D, "opt_G": self.og, "opt_D": self.od}
+
+    def step(self, x) -> dict:
+        l1, g_adv, loss_d = _gan_step(self.G, self.D, self.og, self.od, self.bce,
+                                      x.to(self.device), self.cfg["train"]["l1_weight"])
+        return {"l1": float(l1.detach()), "g_adv": float(g_adv.detach()),
+                "d": float(loss_d.detach())}
+
+    def save(self, step: int) -> Path:
+        state = {"format": CKPT_FORMAT, "step": step, "config": self.cfg,
+                 **{k: v.state_dict() for k, v in self._states().items()},
+                 "rng": rng_state(self.device), "loader": self.loader.state().as_dict()}
+        path = save_checkpoint(self.output, step, state, self.cfg["train"]["keep_last"])
+        self.weights, _ = save_prior(self.output / "prior", copy.deepcopy(self.G).cpu().eval(),
+                                     {**self.meta, "step": step})
+        return path
+
+    def run(self) -> dict:
+        tc = self.cfg["train"]
+        start = self.loader.step
+        self.G.train()
+        self.D.train()
+        r = run_loop(self.loader, Hooks(self.step, self.save, averaged=("l1", "g_adv", "d")),
+                     ctx=self.ctx, logger=Logger(self.output, True, start if self.resume else None,
+                                                 tensorboard=False),
+                     output=self.output, start_step=start, total=tc["steps"],
+                     log_every=tc["log_every"], save_every=tc["save_every"],
+                     images_per_step=tc["batch_size"])
+        return {"step": r["step"], "output": str(self.output),
+                "l1": r["log"].get("l1", float("nan")),
+                "weights": str(self.weights) if self.weights else None}

@@ -31,25 +31,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from mriprior.data.dataset import open_dataset
 from mriprior.data.loader import LoaderState, SliceDataset, make_loader
+from mriprior.diffusion.noise import derive_seed
+from mriprior.engine import (Dist, Hooks, Logger, git_revision, make_optimizer, rank0_lock,
+                             resume_point, run_loop, save_checkpoint, state_sha256)
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_bytes, atomic_write_text
+from mriprior.metrics import psnr, ssim
+from mriprior.physics.fft import ifft2c
 from mriprior.priors.config import SCHEMA as PRIOR_SCHEMA
-from mriprior.priors.config import Field, _at_least, _positive, _resolve_path, _section
-from mriprior.priors.checkpoints import (latest_checkpoint, list_checkpoints,
-                                         newest_readable_checkpoint, write_checkpoint)
-from mriprior.priors.train import (_Dist, _git_revision, _Logger, _seed, lr_factor, rank0_lock,
-                                   state_sha256)
+from mriprior.priors.config import (Field, apply_overrides, at_least, check_section, positive,
+                                    read_yaml, resolve_path)
 from mriprior.unrolled.networks import build_network
 from mriprior.unrolled.synth import MASK_KINDS, Synthesizer
 
@@ -77,25 +76,25 @@ def _fraction(v):
 SCHEMA = {
     "data": {k: f for k, f in PRIOR_SCHEMA["data"].items() if k != "channels"},
     "simulation": {
-        "coils": Field(int, 8, check=_at_least(1)),
-        "snr": Field(float, 40.0, nullable=True, check=_positive,
+        "coils": Field(int, 8, check=at_least(1)),
+        "snr": Field(float, 40.0, nullable=True, check=positive,
                      doc="RMS k-space / noise sigma; null: noiseless"),
         "masks": Field("strings", ["equispaced", "random"], check=_kinds),
         "accels": Field("floats", [4.0, 8.0], check=_accels),
         "acs_fraction": Field(float, 0.08, check=_fraction, doc="1D ACS rows at R = 4"),
         "calib_fraction": Field(float, 0.08, check=_fraction, doc="Poisson-disc calibration"),
         "rotate_coils": Field(bool, True),
-        "bank": Field(int, 16, check=_at_least(1), doc="masks per (kind, R)"),
+        "bank": Field(int, 16, check=at_least(1), doc="masks per (kind, R)"),
     },
     "optim": PRIOR_SCHEMA["optim"],
     "train": {**{k: f for k, f in PRIOR_SCHEMA["train"].items() if k != "ema_decay"},
               "loss": Field(("l1", "l2"), "l1")},
-    "heldout": {"every": Field(int, 0, check=_at_least(0)),
-                "n_images": Field(int, 8, check=_at_least(1)),
+    "heldout": {"every": Field(int, 0, check=at_least(0)),
+                "n_images": Field(int, 8, check=at_least(1)),
                 "split": Field(("train", "val", "test"), "val")},
 }
 _SECTIONS = ("unrolled", "model") + tuple(SCHEMA)
-_FIXED = ("model", "data", "simulation")
+_FIXED = (("model",), ("data",), ("simulation",))
 
 
 def validate_unrolled_config(raw, base_dir=".") -> dict:
@@ -118,18 +117,16 @@ def validate_unrolled_config(raw, base_dir=".") -> dict:
         if name == "simulation" and isinstance(sec, dict):
             sec = {k: (list(v) if k == "masks" and isinstance(v, (list, tuple)) else v)
                    for k, v in sec.items()}
-        out[name] = _section(name, sec, schema)
+        out[name] = check_section(name, sec, schema)
     if out["optim"]["min_lr"] > out["optim"]["lr"]:
         raise InputError("optim.min_lr: must be <= optim.lr")
     base = Path(base_dir)
-    out["data"]["path"] = _resolve_path(out["data"]["path"], base)
-    out["train"]["output"] = _resolve_path(out["train"]["output"], base)
+    out["data"]["path"] = resolve_path(out["data"]["path"], base)
+    out["train"]["output"] = resolve_path(out["train"]["output"], base)
     return out
 
 
 def load_unrolled_config(path, overrides: dict | None = None) -> dict:
-    from mriprior.priors.config import apply_overrides, read_yaml
-
     p = Path(path)
     raw = read_yaml(p)
     if overrides:
@@ -205,167 +202,144 @@ def train_unrolled(config, resume: bool = False, *, stop_at: int | None = None) 
         cfg = load_unrolled_config(config)
     else:
         cfg = validate_unrolled_config(dict(config), ".")
-    ctx = _Dist(cfg["train"]["device"])
+    ctx = Dist(cfg["train"]["device"])
     try:
         with rank0_lock(ctx, cfg["train"]["output"]):
-            return _train(cfg, ctx, resume, stop_at)
+            return _UnrolledTrainer(cfg, ctx, resume).run(stop_at)
     finally:
         ctx.close()
 
 
-def _train(cfg, ctx, resume, stop_at):
-    dcfg, scfg, ocfg, tcfg, hcfg = (cfg[k] for k in ("data", "simulation", "optim", "train",
-                                                      "heldout"))
-    device, rank, world = ctx.device, ctx.rank, ctx.world_size
-    is_main = rank == 0
-    output = Path(tcfg["output"])
-    seed = tcfg["seed"]
-    ckpt_path = latest_checkpoint(output)
-    if ckpt_path is not None and not resume:
-        raise InputError(f"{output}: already holds checkpoints ({ckpt_path.name}); use --resume "
-                         "or choose a new train.output")
-    ckpt = None
-    if resume and ckpt_path is not None:
-        ckpt_path, ckpt = newest_readable_checkpoint(output, CKPT_FORMAT)
-        for key in _FIXED:
-            if json.dumps(ckpt["config"][key], sort_keys=True) != json.dumps(cfg[key],
-                                                                              sort_keys=True):
-                raise InputError(f"{ckpt_path}: {key} differs from the checkpoint's; resume "
-                                 "needs the same setting")
-        if ckpt["world_size"] != world:
-            raise InputError(f"{ckpt_path}: written by {ckpt['world_size']} rank(s), resumed "
-                             f"with {world}")
-    ds = open_dataset(dcfg["path"])  # checked before anything is written
-    if ds.kind != "complex":
-        raise InputError(f"data.path {dcfg['path']}: unrolled networks train on complex "
-                         f"targets; this dataset is {ds.kind!r}")
-    slices = SliceDataset(ds, split=dcfg["split"], crop=dcfg["crop"], flips=dcfg["flips"],
-                          channels="complex", seed=seed)
-    ctx.barrier()
-    if is_main:
-        (output / "checkpoints").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output / "config.json", json.dumps(cfg, indent=1))
-    shape = slices.crop or tuple(ds.shape)
-    synth = Synthesizer(scfg, shape, seed=seed, bank=scfg["bank"])
-    start = LoaderState.from_dict(ckpt["loader"]) if ckpt is not None else 0
-    loader = make_loader(slices, tcfg["batch_size"], num_workers=dcfg["num_workers"], seed=seed,
-                         start_step=start, rank=rank, world_size=world,
-                         total_steps=tcfg["steps"])
-    start_step = loader.step
+class _UnrolledTrainer:
+    """One run: data, synthesiser, network, optimiser and the engine's hooks."""
 
-    torch.manual_seed(seed)
-    net = build_network(cfg["model"]).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=ocfg["lr"], betas=tuple(ocfg["betas"]),
-                            eps=ocfg["eps"], weight_decay=ocfg["weight_decay"])
-    total, warm, min_ratio = tcfg["steps"], ocfg["warmup_steps"], ocfg["min_lr"] / ocfg["lr"]
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, total, warm, ocfg["schedule"], min_ratio))
-    use_amp = tcfg["amp"] and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    if ckpt is not None:
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-    ckpt = None
-    model = net
-    if ctx.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
-
-    heldout = None
-    if hcfg["every"] and is_main:
-        hs = SliceDataset(ds, split=hcfg["split"], crop=dcfg["crop"], flips=False,
-                          channels="complex", seed=seed)
-        n = min(hcfg["n_images"], len(hs))
-        ref = complex_batch(torch.stack([hs[i] for i in range(n)])).to(device)
-        g = torch.Generator(device=device).manual_seed(_seed(_STEP_TAG, seed, 999_999))
-        heldout = (ref, *synth(ref, g))
-
-    manifest_sha = hashlib.sha256((Path(dcfg["path"]) / "manifest.json").read_bytes()).hexdigest()
-    meta = {"simulation": scfg, "data": {"dataset": dcfg["path"], "split": dcfg["split"],
-                                         "crop": dcfg["crop"], "shape": list(shape)},
-            "dataset_manifest_sha256": manifest_sha,
-            "git_revision": _git_revision() if is_main else None, "config": cfg,
-            "parameters": sum(p.numel() for p in net.parameters())}
-    logger = _Logger(output, is_main, start_step if resume else None)
-
-    def save(step):
-        path = output / "checkpoints" / f"ckpt-{step:08d}.pt"
-        if is_main:
-            state = {"format": CKPT_FORMAT, "step": step, "world_size": world, "config": cfg,
-                     "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "scaler": scaler.state_dict(), "loader": loader.state().as_dict()}
-            write_checkpoint(path, state)
-            for old in list_checkpoints(output)[:-tcfg["keep_last"]]:
-                old.unlink(missing_ok=True)
-            save_network(output / "net", copy.deepcopy(net).cpu().eval(), {**meta, "step": step})
+    def __init__(self, cfg: dict, ctx: Dist, resume: bool):
+        self.cfg, self.ctx, self.resume = cfg, ctx, resume
+        dcfg, tcfg = cfg["data"], cfg["train"]
+        self.device, self.is_main, self.seed = ctx.device, ctx.rank == 0, tcfg["seed"]
+        self.output = Path(tcfg["output"])
+        path, ckpt = resume_point(self.output, resume, CKPT_FORMAT, world_size=ctx.world_size,
+                                  config=cfg, fixed=_FIXED)
+        self.ds = open_dataset(dcfg["path"])  # checked before anything is written
+        if self.ds.kind != "complex":
+            raise InputError(f"data.path {dcfg['path']}: unrolled networks train on complex "
+                             f"targets; this dataset is {self.ds.kind!r}")
+        slices = SliceDataset(self.ds, split=dcfg["split"], crop=dcfg["crop"],
+                              flips=dcfg["flips"], channels="complex", seed=self.seed)
         ctx.barrier()
+        if self.is_main:
+            (self.output / "checkpoints").mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.output / "config.json", json.dumps(cfg, indent=1))
+        self.shape = slices.crop or tuple(self.ds.shape)
+        scfg = cfg["simulation"]
+        self.synth = Synthesizer(scfg, self.shape, seed=self.seed, bank=scfg["bank"])
+        start = LoaderState.from_dict(ckpt["loader"]) if ckpt is not None else 0
+        self.loader = make_loader(slices, tcfg["batch_size"], num_workers=dcfg["num_workers"],
+                                  seed=self.seed, start_step=start, rank=ctx.rank,
+                                  world_size=ctx.world_size, total_steps=tcfg["steps"])
+        self._build(ckpt)
+        self.heldout = self._heldout_cases()
+
+    def _build(self, ckpt):
+        torch.manual_seed(self.seed)
+        self.net = build_network(self.cfg["model"]).to(self.device)
+        self.opt, self.sched = make_optimizer(self.net, self.cfg["optim"],
+                                              self.cfg["train"]["steps"])
+        self.use_amp = self.cfg["train"]["amp"] and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if ckpt is not None:
+            for name, obj in self._states().items():
+                obj.load_state_dict(ckpt[name])
+        self.model = self.net
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.model = DDP(self.net, device_ids=[self.device.index]
+                             if self.device.type == "cuda" else None)
+
+    def _states(self) -> dict:
+        return {"model": self.net, "optimizer": self.opt, "scheduler": self.sched,
+                "scaler": self.scaler}
+
+    def _heldout_cases(self):
+        hcfg, dcfg = self.cfg["heldout"], self.cfg["data"]
+        if not (hcfg["every"] and self.is_main):
+            return None
+        hs = SliceDataset(self.ds, split=hcfg["split"], crop=dcfg["crop"], flips=False,
+                          channels="complex", seed=self.seed)
+        n = min(hcfg["n_images"], len(hs))
+        ref = complex_batch(torch.stack([hs[i] for i in range(n)])).to(self.device)
+        g = torch.Generator(device=self.device).manual_seed(
+            derive_seed(_STEP_TAG, self.seed, 999_999))
+        return (ref, *self.synth(ref, g))
+
+    def _meta(self) -> dict:
+        dcfg = self.cfg["data"]
+        manifest = Path(dcfg["path"]) / "manifest.json"
+        return {"simulation": self.cfg["simulation"],
+                "data": {"dataset": dcfg["path"], "split": dcfg["split"], "crop": dcfg["crop"],
+                         "shape": list(self.shape)},
+                "dataset_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+                "git_revision": git_revision() if self.is_main else None, "config": self.cfg,
+                "parameters": sum(p.numel() for p in self.net.parameters())}
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def step(self, batch) -> dict:
+        ref = complex_batch(batch.to(self.device, non_blocking=True))
+        g = torch.Generator(device=self.device).manual_seed(
+            derive_seed(_STEP_TAG, self.seed, self.ctx.rank, self.step_no))
+        self.step_no += 1
+        ksp, maps, mask = self.synth(ref, g)
+        with torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext():
+            loss = _loss(self.cfg["train"]["loss"], self.model(ksp, maps, mask), ref)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        if self.cfg["optim"]["grad_clip"] is not None:
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg["optim"]["grad_clip"])
+        lr = self.opt.param_groups[0]["lr"]
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return {"loss": float(loss.detach()), "lr": lr}
+
+    def save(self, step: int) -> Path:
+        path = self.output / "checkpoints" / f"ckpt-{step:08d}.pt"
+        if self.is_main:
+            state = {"format": CKPT_FORMAT, "step": step, "world_size": self.ctx.world_size,
+                     "config": self.cfg,
+                     **{k: v.state_dict() for k, v in self._states().items()},
+                     "loader": self.loader.state().as_dict()}
+            state["model"] = {k: v.detach().cpu() for k, v in state["model"].items()}
+            path = save_checkpoint(self.output, step, state, self.cfg["train"]["keep_last"])
+            save_network(self.output / "net", copy.deepcopy(self.net).cpu().eval(),
+                         {**self.meta, "step": step})
+        self.ctx.barrier()
         return path
 
     @torch.no_grad()
-    def evaluate(step):
-        from mriprior.metrics import psnr, ssim
+    def evaluate(self, step: int) -> dict:
+        if self.heldout is None:
+            return {}
+        self.net.eval()
+        ref, ksp, maps, mask = self.heldout
+        out = torch.cat([self.net(*t) for t in zip(ksp.split(4), maps.split(4), mask.split(4))])
+        self.net.train()
+        return {"psnr": float(psnr(ref, out)), "ssim": float(ssim(ref, out)),
+                "zero_filled_psnr": float(psnr(ref, (maps.conj() * ifft2c(ksp)).sum(1)))}
 
-        net.eval()
-        ref, ksp, maps, mask = heldout
-        out = torch.cat([net(*t) for t in zip(ksp.split(4), maps.split(4), mask.split(4))])
-        net.train()
-        rec = {"psnr": float(psnr(ref, out)), "ssim": float(ssim(ref, out)),
-               "zero_filled_psnr": float(psnr(ref, (maps.conj() * _ifft(ksp)).sum(1)))}
-        logger.write({"step": step, "heldout": rec})
-        return rec
-
-    bar = tqdm(total=total, initial=start_step, disable=not (is_main and sys.stderr.isatty()),
-               dynamic_ncols=True, desc="train")
-    net.train()
-    step, last_loss, last_held, last_ckpt = start_step, float("nan"), {}, None
-    acc, n_acc, t_last = 0.0, 0, time.perf_counter()
-    try:
-        for batch in loader:
-            ref = complex_batch(batch.to(device, non_blocking=True))
-            g = torch.Generator(device=device).manual_seed(_seed(_STEP_TAG, seed, rank, step))
-            ksp, maps, mask = synth(ref, g)
-            with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
-                loss = _loss(tcfg["loss"], model(ksp, maps, mask), ref)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            if ocfg["grad_clip"] is not None:
-                nn.utils.clip_grad_norm_(net.parameters(), ocfg["grad_clip"])
-            lr = opt.param_groups[0]["lr"]
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            acc += float(loss.detach())
-            n_acc += 1
-            if step % tcfg["log_every"] == 0 or step == total:
-                now = time.perf_counter()
-                last_loss = ctx.mean(acc / n_acc)
-                ips = n_acc * tcfg["batch_size"] * world / max(now - t_last, 1e-9)
-                logger.write({"step": step, "loss": last_loss, "lr": lr, "images_per_s": ips})
-                bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{ips:.1f}")
-                acc, n_acc, t_last = 0.0, 0, time.perf_counter()
-            bar.update(1)
-            if heldout is not None and hcfg["every"] and step % hcfg["every"] == 0:
-                last_held = evaluate(step)
-            if step % tcfg["save_every"] == 0 or step == total:
-                last_ckpt = save(step)
-                if stop_at is not None and step >= stop_at:
-                    break
-    finally:
-        bar.close()
-        logger.close()
-    if last_ckpt is None and step and (stop_at is None or step < stop_at):
-        last_ckpt = latest_checkpoint(output)
-    return {"step": step, "loss": last_loss, "output": str(output),
-            "network": str(output / "net.safetensors") if is_main else None,
-            "heldout": last_held, "world_size": world,
-            "weights_sha256": state_sha256(net.state_dict())}
-
-
-def _ifft(k):
-    from mriprior.physics.fft import ifft2c
-    return ifft2c(k)
+    def run(self, stop_at: int | None) -> dict:
+        tcfg = self.cfg["train"]
+        self.step_no = start_step = self.loader.step
+        self.meta = self._meta()
+        logger = Logger(self.output, self.is_main, start_step if self.resume else None)
+        self.net.train()
+        r = run_loop(self.loader, Hooks(self.step, self.save, self.evaluate), ctx=self.ctx,
+                     logger=logger, output=self.output, start_step=start_step,
+                     total=tcfg["steps"], log_every=tcfg["log_every"],
+                     save_every=tcfg["save_every"], eval_every=self.cfg["heldout"]["every"],
+                     stop_at=stop_at, images_per_step=tcfg["batch_size"] * self.ctx.world_size)
+        return {"step": r["step"], "loss": r["log"].get("loss", float("nan")),
+                "output": str(self.output),
+                "network": str(self.output / "net.safetensors") if self.is_main else None,
+                "heldout": r["heldout"], "world_size": self.ctx.world_size,
+                "weights_sha256": state_sha256(self.net.state_dict())}

@@ -1,4 +1,4 @@
-"""Training checkpoints on disk, shared by every engine (priors, unrolled networks, the GAN).
+"""Training checkpoints on disk, shared by every trainer (priors, unrolled networks, the GAN).
 
 A run folder keeps ``checkpoints/ckpt-SSSSSSSS.pt`` (``SSSSSSSS`` = the step), each a dict
 written by ``torch.save`` holding tensors and plain types only, with a ``"format"`` key naming the
@@ -10,6 +10,7 @@ a kill during a copy) with a warning naming it.
 from __future__ import annotations
 
 import io
+import json
 import os
 import warnings
 from pathlib import Path
@@ -20,7 +21,8 @@ from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_bytes
 
 __all__ = ["list_checkpoints", "latest_checkpoint", "read_checkpoint",
-           "newest_readable_checkpoint", "write_checkpoint"]
+           "newest_readable_checkpoint", "write_checkpoint", "save_checkpoint", "resume_point",
+           "check_fixed", "rng_state", "set_rng_state"]
 
 
 def list_checkpoints(output) -> list[Path]:
@@ -88,3 +90,62 @@ def newest_readable_checkpoint(output, fmt: str, version: int | None = None
     if errors:
         raise errors[0]
     return None, None
+
+
+def save_checkpoint(output, step: int, state: dict, keep_last: int) -> Path:
+    """Write ``checkpoints/ckpt-SSSSSSSS.pt`` and delete all but the newest ``keep_last``."""
+    path = write_checkpoint(Path(output) / "checkpoints" / f"ckpt-{step:08d}.pt", state)
+    for old in list_checkpoints(output)[:-keep_last]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def check_fixed(saved: dict, config: dict, keys, path: Path) -> None:
+    """InputError naming the first config entry (``("model",)``, ``("data", "path")``, ...)
+    that differs between a checkpoint's config and the run's."""
+    for key in keys:
+        a, b = saved, config
+        for k in key:
+            a, b = (a or {}).get(k), (b or {}).get(k)
+        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            raise InputError(f"{path}: {'.'.join(key)} differs from the checkpoint's "
+                             f"({a!r} vs {b!r}); resume needs the same setting")
+
+
+def resume_point(output, resume: bool, fmt: str, version: int | None = None, *,
+                 world_size: int | None = None, config: dict | None = None, fixed=()
+                 ) -> tuple[Path | None, dict | None]:
+    """The checkpoint a run starts from: ``(None, None)`` for a fresh start. Without ``resume``
+    a folder holding checkpoints is an error; with it the newest readable checkpoint must have
+    been written with the same ``fixed`` config entries (:func:`check_fixed`) and, when given,
+    the same number of ranks (exact resume)."""
+    newest = latest_checkpoint(output)
+    if newest is not None and not resume:
+        raise InputError(f"{output}: already holds checkpoints ({newest.name}); use --resume "
+                         "to continue, or choose a new train.output")
+    if newest is None:
+        return None, None
+    path, ckpt = newest_readable_checkpoint(output, fmt, version)
+    if config is not None:
+        check_fixed(ckpt["config"], config, fixed, path)
+    if world_size is not None and ckpt.get("world_size", 1) != world_size:
+        raise InputError(f"{path}: written by {ckpt.get('world_size', 1)} rank(s), resumed "
+                         f"with {world_size}; exact resume needs the same world size")
+    return path, ckpt
+
+
+def rng_state(device: torch.device, **generators: torch.Generator) -> dict:
+    """The named generators' states plus the global torch CPU (and CUDA) RNG."""
+    state = {k: g.get_state() for k, g in generators.items()}
+    state["torch_cpu"] = torch.get_rng_state()
+    if device.type == "cuda":
+        state["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device, **generators: torch.Generator) -> None:
+    for k, g in generators.items():
+        g.set_state(state[k])
+    torch.set_rng_state(state["torch_cpu"])
+    if device.type == "cuda" and "torch_cuda" in state:
+        torch.cuda.set_rng_state(state["torch_cuda"], device)
