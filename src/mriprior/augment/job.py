@@ -150,6 +150,43 @@ class _Phaser:
                                   **self.s.langevin)
 
 
+def _assemble(ds, src: Path, out: Path, parts: Path, job: dict, settings: AugmentSettings,
+              n_chunks: int, log, poll_seconds: float) -> int:
+    """Rank 0: wait for every chunk, write them in order as the output dataset (built under a
+    temporary name, renamed into place), remove the work folder; returns the slice count."""
+    from mriprior import __version__
+
+    missing = [c for c in range(n_chunks) if not _chunk_path(parts, c).exists()]
+    if missing:
+        log(f"rank 0: waiting for {len(missing)} chunks of the other ranks")
+    while missing:
+        time.sleep(poll_seconds)
+        missing = [c for c in missing if not _chunk_path(parts, c).exists()]
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # assemblies killed half-way
+        shutil.rmtree(stale, ignore_errors=True)
+    options = {"augment": {"job": job, "prior": settings.prior, "tool_version": __version__},
+               "source_options": ds.manifest.get("options", {})}
+    provenance = {"tool": "mriprior augment", "version": __version__, "source_dataset": str(src),
+                  "source_provenance": ds.manifest.get("provenance", {})}
+    count = 0
+    with DatasetWriter(out, "complex", ds.shape, options=options, provenance=provenance,
+                       overwrite=True) as w:
+        for c in range(n_chunks):
+            images, records = _load_chunk(_chunk_path(parts, c))
+            if len(images) != len(records):
+                raise InputError(f"{_chunk_path(parts, c)}: {len(images)} images but "
+                                 f"{len(records)} records; delete it and run again")
+            for img, rec in zip(images, records):
+                w.add(img, rec)
+            count += len(images)
+        expected = len(ds) * settings.samples
+        if count != expected:
+            raise InputError(f"{parts}: chunks hold {count} slices, expected {expected}")
+        w.summary = {"count": count, "method": settings.method, "samples": settings.samples}
+    shutil.rmtree(parts, ignore_errors=True)
+    return count
+
+
 def _source_hash(ds) -> str:
     return hashlib.sha256((ds.path / "manifest.json").read_bytes()).hexdigest()
 
@@ -214,8 +251,6 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
     the other ranks return when their chunks are written. ``progress(done, total)`` counts this
     rank's chunks.
     """
-    from mriprior import __version__
-
     src, out = Path(src), Path(out)
     rank = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
     world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
@@ -272,34 +307,7 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
         summary["images_per_s"] = n_img * settings.samples / max(elapsed, 1e-9)
     if rank != 0:
         return summary
-    missing = [c for c in range(n_chunks) if not _chunk_path(parts, c).exists()]
-    if missing:
-        log(f"rank 0: waiting for {len(missing)} chunks of the other ranks")
-    while missing:
-        time.sleep(poll_seconds)
-        missing = [c for c in missing if not _chunk_path(parts, c).exists()]
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # assemblies killed half-way
-        shutil.rmtree(stale, ignore_errors=True)
-    options = {"augment": {"job": job, "prior": settings.prior, "tool_version": __version__},
-               "source_options": ds.manifest.get("options", {})}
-    provenance = {"tool": "mriprior augment", "version": __version__, "source_dataset": str(src),
-                  "source_provenance": ds.manifest.get("provenance", {})}
-    count = 0
-    with DatasetWriter(out, "complex", ds.shape, options=options, provenance=provenance,
-                       overwrite=True) as w:
-        for c in range(n_chunks):
-            images, records = _load_chunk(_chunk_path(parts, c))
-            if len(images) != len(records):
-                raise InputError(f"{_chunk_path(parts, c)}: {len(images)} images but "
-                                 f"{len(records)} records; delete it and run again")
-            for img, rec in zip(images, records):
-                w.add(img, rec)
-            count += len(images)
-        expected = len(ds) * settings.samples
-        if count != expected:
-            raise InputError(f"{parts}: chunks hold {count} slices, expected {expected}")
-        w.summary = {"count": count, "method": settings.method, "samples": settings.samples}
-    shutil.rmtree(parts, ignore_errors=True)
+    count = _assemble(ds, src, out, parts, job, settings, n_chunks, log, poll_seconds)
     summary.update(count=count, already_complete=False)
     log(f"wrote {out}: {count} complex slices ({settings.method}, {settings.samples} per "
         f"magnitude slice)")

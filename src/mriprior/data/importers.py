@@ -1008,60 +1008,21 @@ def import_dataset(sources, out_dir, *, shape=(256, 256), resize="fit", normaliz
     sink = _Sink(_kind_up_front(opts, units),
                  dict(out_dir=out, shape=opts.shape, options=options, overwrite=overwrite,
                       provenance=_provenance(opts, len(sources), salt is not None)))
-    hashes: dict[str, str] = {}
-
-    def h(text):
-        if text not in hashes:
-            hashes[text] = subject_hash(salt_text, text)
-        return hashes[text]
-
-    by_format = {f: {"files": 0, "slices": 0} for f in FORMATS}
-    per_split = {s: {"slices": 0, "subjects": set()} for s in SPLITS}
-    n_empty, imported_files = 0, 0
+    tally = _Tally(opts, salt_text, skip_rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = _results(units, opts, workers, out.parent)
     try:
-        for done, (unit, (slices, empty, skips)) in enumerate(zip(units, results), 1):
-            n_empty += empty
-            used = {fi for fi, _, _ in slices}
-            imported_files += len(used)
-            by_format[unit.fmt]["files"] += len(used)
-            by_format[unit.fmt]["slices"] += len(slices)
-            series = {"series": "dicom:" + h("series:" + unit.series_key)} \
-                if unit.fmt == "dicom" else {}
-            for fi, arr, rec in slices:
-                subj = h(unit.subjects[fi])
-                sp = split_of(subj, opts.split)
-                per_split[sp]["slices"] += 1
-                per_split[sp]["subjects"].add(subj)
-                source = ("dicom:" + h("path:" + unit.keys[fi]) if unit.fmt == "dicom"
-                          else unit.rels[fi])
-                sink.add(arr, {"source": source, "root": unit.root, "format": unit.fmt,
-                               **series, "subject": subj, "split": sp, **rec})
-            for fi, reason in skips:
-                skip_rows.append(_Skip(unit.files[fi], unit.keys[fi], reason, unit.root,
-                                       unit.fmt))
-            if not slices and not skips:
-                skip_rows.append(_Skip(unit.files[0], unit.keys[0], "no non-empty slice (every "
-                                       "slice is below the empty-slice threshold, "
-                                       f"min_signal={opts.min_signal:g})", unit.root, unit.fmt))
+        for done, (unit, result) in enumerate(zip(units, results), 1):
+            tally.add(unit, *result, sink)
             if progress is not None:
                 progress(done, len(units))
-        skipped = _skip_entries(skip_rows, h)
+        skipped = _skip_entries(tally.skip_rows, tally.h)
         if sink.count == 0:
             first = "; ".join(f"{s['path']}: {s['detail']}" for s in skipped[:3])
             raise InputError(f"nothing to import: no slice could be read from {n_files} "
                              f"file(s) in {len(sources)} source(s)"
                              + (f" (e.g. {first})" if first else ""))
-        summary = {"count": sink.count,
-                   "files": {"found": n_files, "imported": imported_files,
-                             "skipped": len({s["path"] for s in skipped})},
-                   "by_format": {k: v for k, v in by_format.items() if v["files"]},
-                   "empty_slices": n_empty,
-                   "subjects": sum(len(v["subjects"]) for v in per_split.values()),
-                   "splits": {k: {"slices": v["slices"], "subjects": len(v["subjects"])}
-                              for k, v in per_split.items()},
-                   "skipped": [{"source": s["source"], "reason": s["reason"]} for s in skipped]}
+        summary = tally.summary(sink.count, n_files, skipped)
         path = sink.close(summary)
     except BaseException:
         sink.abort()
@@ -1070,6 +1031,58 @@ def import_dataset(sources, out_dir, *, shape=(256, 256), resize="fit", normaliz
         results.close()  # stops the worker pool, if any
     return dict(summary, kind=sink.kind, shape=list(opts.shape), out=str(path),
                 skipped=skipped, seconds=time.perf_counter() - t0)
+
+
+class _Tally:
+    """Counts per format and split, subject hashes and skip rows while units are imported."""
+
+    def __init__(self, opts, salt_text: str, skip_rows: list):
+        self.opts, self.salt, self.skip_rows, self.hashes = opts, salt_text, skip_rows, {}
+        self.by_format = {f: {"files": 0, "slices": 0} for f in FORMATS}
+        self.per_split = {s: {"slices": 0, "subjects": set()} for s in SPLITS}
+        self.n_empty = self.imported_files = 0
+
+    def h(self, text: str) -> str:
+        if text not in self.hashes:
+            self.hashes[text] = subject_hash(self.salt, text)
+        return self.hashes[text]
+
+    def add(self, unit, slices, empty: int, skips, sink) -> None:
+        """One decoded unit: its slices go to the sink with their records, its skips noted."""
+        self.n_empty += empty
+        used = {fi for fi, _, _ in slices}
+        self.imported_files += len(used)
+        self.by_format[unit.fmt]["files"] += len(used)
+        self.by_format[unit.fmt]["slices"] += len(slices)
+        dicom = unit.fmt == "dicom"
+        series = {"series": "dicom:" + self.h("series:" + unit.series_key)} if dicom else {}
+        for fi, arr, rec in slices:
+            subj = self.h(unit.subjects[fi])
+            sp = split_of(subj, self.opts.split)
+            self.per_split[sp]["slices"] += 1
+            self.per_split[sp]["subjects"].add(subj)
+            source = "dicom:" + self.h("path:" + unit.keys[fi]) if dicom else unit.rels[fi]
+            sink.add(arr, {"source": source, "root": unit.root, "format": unit.fmt,
+                           **series, "subject": subj, "split": sp, **rec})
+        for fi, reason in skips:
+            self.skip_rows.append(_Skip(unit.files[fi], unit.keys[fi], reason, unit.root,
+                                        unit.fmt))
+        if not slices and not skips:
+            self.skip_rows.append(_Skip(unit.files[0], unit.keys[0], "no non-empty slice (every "
+                                        "slice is below the empty-slice threshold, "
+                                        f"min_signal={self.opts.min_signal:g})", unit.root,
+                                        unit.fmt))
+
+    def summary(self, count: int, n_files: int, skipped: list) -> dict:
+        return {"count": count,
+                "files": {"found": n_files, "imported": self.imported_files,
+                          "skipped": len({s["path"] for s in skipped})},
+                "by_format": {k: v for k, v in self.by_format.items() if v["files"]},
+                "empty_slices": self.n_empty,
+                "subjects": sum(len(v["subjects"]) for v in self.per_split.values()),
+                "splits": {k: {"slices": v["slices"], "subjects": len(v["subjects"])}
+                           for k, v in self.per_split.items()},
+                "skipped": [{"source": s["source"], "reason": s["reason"]} for s in skipped]}
 
 
 def _skip_entries(rows, h) -> list[dict]:

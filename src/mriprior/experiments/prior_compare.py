@@ -136,53 +136,16 @@ def run_prior_comparison(priors: dict, data, out, real=None, n_slices: int = 2,
     signature = {"data": str(data), "real": str(real) if real else None, "slices": n_slices,
                  "patterns": list(patterns), "chains": chains, "nfe": nfe,
                  "pics_iters": pics_iters}
-    store = _Store(out, signature)
-    tun = store.data["tuning"]
-    loaded = {}
-
-    def prior(name):
-        if name not in loaded:
-            loaded[name] = load_image_prior(priors[name], device=device)
-        return loaded[name]
-
+    run = _Comparison(priors, hashes, _Store(out, signature), out, device, log,
+                      dict(chains=chains, nfe=nfe, pics_iters=pics_iters))
     val_idx = pick_slices(ds, "val", 1)[0]
     test_idx = pick_slices(ds, "test", n_slices)
-    images, cases_done = {}, []
+    images, first = {}, True
     with torch.no_grad():
         for kind in patterns:
             log(f"pattern {kind}: {PATTERNS[kind]}")
             val = simulated_case(torch.from_numpy(np.array(ds[val_idx])), kind, seed=100)
-            val = {k: v.to(device) if torch.is_tensor(v) else v for k, v in val.items()}
-            t = tun.setdefault(kind, {"val_slice": int(val_idx)})
-            # validation PSNR per grid value, kept: a wider grid later costs only its new values
-            l1v = t.setdefault("l1_val_psnr", {})
-            for lam in l1_grid:
-                if str(float(lam)) not in l1v:
-                    l1v[str(float(lam))] = score(val, pics(val["ksp"], val["maps"], "l1", lam,
-                                                            100, rescale=True)[0])["psnr"]
-                    store.save()
-            t["l1"] = _best(l1v, l1_grid, "L1 lambda", log)
-            for name in priors:
-                tk = t.setdefault(f"{name}@{hashes[name]}", {})
-                vp = tk.setdefault("val_psnr", {"pics": {}, "fast": {}})
-                for lam in pics_grid:
-                    if str(float(lam)) not in vp["pics"]:
-                        vp["pics"][str(float(lam))] = score(val, prior_pics(
-                            val["ksp"], val["maps"], prior(name), lam=lam,
-                            max_iter=pics_iters)[0])["psnr"]
-                        store.save()
-                for sg in sigma_grid:
-                    if str(float(sg)) not in vp["fast"]:
-                        vp["fast"][str(float(sg))] = score(val, fast_posterior(
-                            val["ksp"], val["maps"], prior(name), chains=2, nfe=nfe,
-                            sigma_start=sg, seed=0).mmse)["psnr"]
-                        store.save()
-                tk["pics_lambda"] = _best(vp["pics"], pics_grid, f"{name} PICS lambda", log)
-                tk["sigma_start"] = _best(vp["fast"], sigma_grid, f"{name} sigma_start", log,
-                                          upper=prior(name).sigma_max)
-                log(f"  {name}, tuned on validation slice {val_idx}: PICS lambda "
-                    f"{tk['pics_lambda']}, fast sigma_start {tk['sigma_start']}")
-            store.save()
+            t = run.tune(kind, val_idx, _to(val, device), l1_grid, pics_grid, sigma_grid)
             cases = [(f"simulated test slice {i}, {kind}", "sim",
                       lambda i=i, j=j: simulated_case(torch.from_numpy(np.array(ds[int(i)])),
                                                       kind, seed=j))
@@ -191,59 +154,112 @@ def run_prior_comparison(priors: dict, data, out, real=None, n_slices: int = 2,
                 cases.append(("real brain slice, acquired pattern", "real",
                               lambda: real_case(real)))
             for ci, (cname, group, make) in enumerate(cases):
-                case = {k: v.to(device) if torch.is_tensor(v) else v for k, v in make().items()}
+                case = _to(make(), device)
                 log(f"  case {ci + 1}/{len(cases)} of pattern {kind}: {cname} "
                     f"(R {case['accel']:.1f})")
-                want_images = not cases_done or group == "real"  # figure: first case, real
-                methods = {
-                    "zero-filled": lambda: sense_combine(case["ksp"], case["maps"]),
-                    "L1-wavelet": lambda: pics(case["ksp"], case["maps"], "l1", t["l1"], 100,
-                                               rescale=True)[0]}
-                for name in priors:
-                    tk = t[f"{name}@{hashes[name]}"]
-                    methods[f"{name} PICS"] = (
-                        lambda name=name, tk=tk: prior_pics(case["ksp"], case["maps"],
-                                                            prior(name), lam=tk["pics_lambda"],
-                                                            max_iter=pics_iters)[0])
-                    methods[f"{name} fast MMSE"] = (
-                        lambda name=name, tk=tk: fast_posterior(
-                            case["ksp"], case["maps"], prior(name), chains=chains, nfe=nfe,
-                            sigma_start=tk["sigma_start"], seed=0).mmse)
-                params = {"zero-filled": None, "L1-wavelet": t["l1"]}
-                for name in priors:
-                    tk = t[f"{name}@{hashes[name]}"]
-                    params[f"{name} PICS"] = tk["pics_lambda"]
-                    params[f"{name} fast MMSE"] = tk["sigma_start"]
-                for mname, fn in methods.items():
-                    pname = mname.rsplit(" ", 2)[0] if mname.endswith(("PICS", "MMSE")) else None
-                    key = f"{cname}|{mname}|{hashes[pname] if pname else ''}"
-                    img_path = out / "images" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}" \
-                                               ".npy"
-                    entry = store.get(key)
-                    if entry is None or entry.get("param") != params[mname] or (
-                            want_images and not Path(entry.get("image", "")).exists()):
-                        t0 = time.perf_counter()
-                        x = fn()
-                        entry = {**score(case, x), "seconds": time.perf_counter() - t0,
-                                 "case": cname, "group": group, "pattern": kind,
-                                 "accel": float(case["accel"]), "method": mname,
-                                 "param": params[mname]}
-                        if want_images:
-                            img_path.parent.mkdir(exist_ok=True)
-                            np.save(img_path, _aligned(case, x).cpu().numpy())
-                            entry["image"] = str(img_path)
-                        store.put(key, entry)
-                    log(f"    {mname:>28}: PSNR {entry['psnr']:6.2f} dB  SSIM "
-                        f"{entry['ssim']:.4f}  ({entry['seconds']:.1f} s)")
-                    if want_images:
-                        images.setdefault(cname, {"ref": case["ref"][0].abs().cpu().numpy()})
-                        images[cname][mname] = np.load(entry["image"])
-                cases_done.append((cname, group))
-    res = {**store.data, "priors": {n: {"path": str(p), "hash": hashes[n], **_describe(p)}
-                                    for n, p in priors.items()}}
+                want_images = first or group == "real"  # figure: first case, real
+                shown = run.case(kind, cname, group, case, t, want_images)
+                if want_images:
+                    images[cname] = shown
+                first = False
+    res = {**run.store.data, "priors": {n: {"path": str(p), "hash": hashes[n], **_describe(p)}
+                                        for n, p in priors.items()}}
     if images:
         figure(out / "prior_compare.png", images, list(priors))
     return res
+
+
+def _to(case: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in case.items()}
+
+
+class _Comparison:
+    """The comparison's state: priors (loaded once), the resumable store, settings."""
+
+    def __init__(self, priors, hashes, store, out, device, log, settings):
+        self.priors, self.hashes, self.store, self.out = priors, hashes, store, out
+        self.device, self.log, self.s, self.loaded = device, log, settings, {}
+
+    def prior(self, name):
+        if name not in self.loaded:
+            self.loaded[name] = load_image_prior(self.priors[name], device=self.device)
+        return self.loaded[name]
+
+    def _grid(self, table: dict, grid, fn) -> None:
+        """Validation PSNR per grid value, kept: a wider grid later costs only its new values."""
+        for v in grid:
+            if str(float(v)) not in table:
+                table[str(float(v))] = fn(v)
+                self.store.save()
+
+    def tune(self, kind, val_idx, val, l1_grid, pics_grid, sigma_grid) -> dict:
+        """L1's lambda and each prior's PICS lambda / fast sigma_start on the validation slice."""
+        t = self.store.data["tuning"].setdefault(kind, {"val_slice": int(val_idx)})
+        l1v = t.setdefault("l1_val_psnr", {})
+        self._grid(l1v, l1_grid, lambda lam: score(val, pics(val["ksp"], val["maps"], "l1", lam,
+                                                              100, rescale=True)[0])["psnr"])
+        t["l1"] = _best(l1v, l1_grid, "L1 lambda", self.log)
+        for name in self.priors:
+            tk = t.setdefault(f"{name}@{self.hashes[name]}", {})
+            vp = tk.setdefault("val_psnr", {"pics": {}, "fast": {}})
+            self._grid(vp["pics"], pics_grid, lambda lam: score(val, prior_pics(
+                val["ksp"], val["maps"], self.prior(name), lam=lam,
+                max_iter=self.s["pics_iters"])[0])["psnr"])
+            self._grid(vp["fast"], sigma_grid, lambda sg: score(val, fast_posterior(
+                val["ksp"], val["maps"], self.prior(name), chains=2, nfe=self.s["nfe"],
+                sigma_start=sg, seed=0).mmse)["psnr"])
+            tk["pics_lambda"] = _best(vp["pics"], pics_grid, f"{name} PICS lambda", self.log)
+            tk["sigma_start"] = _best(vp["fast"], sigma_grid, f"{name} sigma_start", self.log,
+                                      upper=self.prior(name).sigma_max)
+            self.log(f"  {name}, tuned on validation slice {val_idx}: PICS lambda "
+                     f"{tk['pics_lambda']}, fast sigma_start {tk['sigma_start']}")
+        self.store.save()
+        return t
+
+    def _methods(self, case, t) -> dict:
+        """``{method name: (parameter, reconstruct)}`` with the tuned parameters."""
+        k, m = case["ksp"], case["maps"]
+        methods = {"zero-filled": (None, lambda: sense_combine(k, m)),
+                   "L1-wavelet": (t["l1"], lambda: pics(k, m, "l1", t["l1"], 100,
+                                                         rescale=True)[0])}
+        for name in self.priors:
+            tk = t[f"{name}@{self.hashes[name]}"]
+            methods[f"{name} PICS"] = (tk["pics_lambda"], lambda name=name, tk=tk: prior_pics(
+                k, m, self.prior(name), lam=tk["pics_lambda"],
+                max_iter=self.s["pics_iters"])[0])
+            methods[f"{name} fast MMSE"] = (tk["sigma_start"], lambda name=name, tk=tk:
+                                            fast_posterior(k, m, self.prior(name),
+                                                           chains=self.s["chains"],
+                                                           nfe=self.s["nfe"],
+                                                           sigma_start=tk["sigma_start"],
+                                                           seed=0).mmse)
+        return methods
+
+    def case(self, kind, cname, group, case, t, want_images: bool) -> dict:
+        """Every method on one case (stored results reused); the images for the figure."""
+        images = {"ref": case["ref"][0].abs().cpu().numpy()}
+        for mname, (param, fn) in self._methods(case, t).items():
+            pname = mname.rsplit(" ", 2)[0] if mname.endswith(("PICS", "MMSE")) else None
+            key = f"{cname}|{mname}|{self.hashes[pname] if pname else ''}"
+            img_path = self.out / "images" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
+            entry = self.store.get(key)
+            if entry is None or entry.get("param") != param or (
+                    want_images and not Path(entry.get("image", "")).exists()):
+                t0 = time.perf_counter()
+                x = fn()
+                entry = {**score(case, x), "seconds": time.perf_counter() - t0, "case": cname,
+                         "group": group, "pattern": kind, "accel": float(case["accel"]),
+                         "method": mname, "param": param}
+                if want_images:
+                    img_path.parent.mkdir(exist_ok=True)
+                    np.save(img_path, _aligned(case, x).cpu().numpy())
+                    entry["image"] = str(img_path)
+                self.store.put(key, entry)
+            self.log(f"    {mname:>28}: PSNR {entry['psnr']:6.2f} dB  SSIM "
+                     f"{entry['ssim']:.4f}  ({entry['seconds']:.1f} s)")
+            if want_images:
+                images[mname] = np.load(entry["image"])
+        return images
 
 
 def _aligned(case, x):

@@ -410,6 +410,54 @@ def _instance(ds: Dataset) -> float:
         return float("inf")
 
 
+def _choose_series(d: Path, groups: list, series: int | None) -> list:
+    """The group of files of series number ``series`` (or the only one)."""
+    if series is None:
+        if len(groups) > 1:
+            listing = "; ".join(
+                f"series_number={s.get('series_number', '?')}: {s['n_files']} files, "
+                f"{s.get('modality', '?')} {s.get('rows', '?')}x{s.get('columns', '?')}"
+                for s in map(_summary, groups))
+            raise InputError(f"{d}: holds {len(groups)} image series ({listing}); "
+                             "choose one with series=<series_number>")
+        return groups[0]
+    chosen = [g for g in groups if _summary(g).get("series_number") == int(series)]
+    if not chosen:
+        have = sorted({_summary(g).get("series_number", "?") for g in groups}, key=str)
+        raise InputError(f"{d}: no series with series_number={series} (have {have})")
+    if len(chosen) > 1:
+        raise InputError(f"{d}: {len(chosen)} series share series_number={series}; "
+                         "put them in separate folders")
+    return chosen[0]
+
+
+def _frame_order(group: list) -> tuple[list, str, bool]:
+    """Every frame of the series as ``[position or None, instance, file name, file index,
+    frame index]``, sorted along the slice normal (or by instance number, or file name);
+    with the rule used and whether positions were usable."""
+    normal = _orientation(group[0][1], 0)
+    by_position = normal is not None
+    entries = []
+    for fi, (f, ds) in enumerate(group):
+        for k in range(_n_frames(ds)):
+            pos = None
+            if by_position:
+                n_k, p_k = _orientation(ds, k), _position(ds, k)
+                if n_k is None or p_k is None or abs(float(n_k @ normal)) < 1 - 1e-4:
+                    by_position = False
+                else:
+                    pos = float(p_k @ normal)
+            entries.append([pos, _instance(ds), f.name, fi, k])
+    if by_position:
+        entries.sort(key=lambda e: (e[0], e[1], e[2], e[4]))
+        return entries, "image_position", True
+    if all(e[1] != float("inf") for e in entries):
+        entries.sort(key=lambda e: (e[1], e[2], e[4]))
+        return entries, "instance_number", False
+    entries.sort(key=lambda e: (e[2], e[4]))
+    return entries, "file_name", False
+
+
 def read_dicom_series(directory: str | os.PathLike, series: int | None = None,
                       recursive: bool = False) -> tuple[np.ndarray, dict]:
     """Read one image series from a folder of DICOM files as float32 ``(n, y, x)``.
@@ -427,49 +475,8 @@ def read_dicom_series(directory: str | os.PathLike, series: int | None = None,
     if not found:
         raise InputError(f"{d}: no DICOM image files found"
                          + (f" ({skipped} other files skipped)" if skipped else ""))
-    groups = _series_groups(found)
-    if series is None:
-        if len(groups) > 1:
-            listing = "; ".join(
-                f"series_number={s.get('series_number', '?')}: {s['n_files']} files, "
-                f"{s.get('modality', '?')} {s.get('rows', '?')}x{s.get('columns', '?')}"
-                for s in map(_summary, groups))
-            raise InputError(f"{d}: holds {len(groups)} image series ({listing}); "
-                             "choose one with series=<series_number>")
-        group = groups[0]
-    else:
-        chosen = [g for g in groups if _summary(g).get("series_number") == int(series)]
-        if not chosen:
-            have = sorted({_summary(g).get("series_number", "?") for g in groups}, key=str)
-            raise InputError(f"{d}: no series with series_number={series} (have {have})")
-        if len(chosen) > 1:
-            raise InputError(f"{d}: {len(chosen)} series share series_number={series}; "
-                             "put them in separate folders")
-        group = chosen[0]
-
-    # Geometry of every frame, from the headers.
-    normal = _orientation(group[0][1], 0)
-    by_position = normal is not None
-    entries = []  # (position or None, instance, file name, file index, frame index)
-    for fi, (f, ds) in enumerate(group):
-        for k in range(_n_frames(ds)):
-            pos = None
-            if by_position:
-                n_k, p_k = _orientation(ds, k), _position(ds, k)
-                if n_k is None or p_k is None or abs(float(n_k @ normal)) < 1 - 1e-4:
-                    by_position = False
-                else:
-                    pos = float(p_k @ normal)
-            entries.append([pos, _instance(ds), f.name, fi, k])
-    if by_position:
-        entries.sort(key=lambda e: (e[0], e[1], e[2], e[4]))
-        sorted_by = "image_position"
-    elif all(e[1] != float("inf") for e in entries):
-        entries.sort(key=lambda e: (e[1], e[2], e[4]))
-        sorted_by = "instance_number"
-    else:
-        entries.sort(key=lambda e: (e[2], e[4]))
-        sorted_by = "file_name"
+    group = _choose_series(d, _series_groups(found), series)
+    entries, sorted_by, by_position = _frame_order(group)
 
     # Pixel data, file by file.
     frames_of: dict[int, np.ndarray] = {}

@@ -161,7 +161,8 @@ class _GanTrainer:
         if ds.kind != "complex":
             raise InputError(f"data.path {dc['path']}: the GAN learns phase from complex data, "
                              f"this dataset is {ds.kind!r}")
-        (self.output / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.output.mkdir(parents=True, exist_ok=True)  # a file there: one clear error
+        (self.output / "checkpoints").mkdir(exist_ok=True)
         torch.manual_seed(tc["seed"])
         self.G = PhaseGenerator(mc["base_channels"], mc["depth"], mc["dropout"]).to(self.device)
         self.D = PatchDiscriminator(mc["disc_channels"], mc["disc_layers"]).to(self.device)

@@ -158,6 +158,37 @@ def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
+def _unet_config(in_channels, out_channels, base_channels, channel_mults, num_res_blocks,
+                 attention_levels, dropout, fourier_scale, cond_channels) -> dict:
+    """The checked, normalised arguments of :class:`ScoreUNet` (its ``config``)."""
+    in_channels = _check_int("in_channels", in_channels, 1)
+    out_channels = in_channels if out_channels is None else out_channels
+    out_channels = _check_int("out_channels", out_channels, 1)
+    base_channels = _check_int("base_channels", base_channels, 2)
+    channel_mults = _check_int_tuple("channel_mults", channel_mults, 1)
+    if not channel_mults:
+        raise InputError("channel_mults must list at least one level")
+    num_res_blocks = _check_int("num_res_blocks", num_res_blocks, 1)
+    n_lev = len(channel_mults)
+    levels = _check_int_tuple("attention_levels", attention_levels, -n_lev)
+    for lev in levels:
+        if lev >= n_lev:
+            raise InputError(
+                f"attention_levels contains {lev}, but there are only {n_lev} levels "
+                f"(0..{n_lev - 1}, or -{n_lev}..-1) for channel_mults={list(channel_mults)}"
+            )
+    if not _is_number(dropout) or not 0.0 <= dropout < 1.0:
+        raise InputError(f"dropout must be a number in [0, 1), got {dropout!r}")
+    if not _is_number(fourier_scale) or not fourier_scale > 0:
+        raise InputError(f"fourier_scale must be a positive number, got {fourier_scale!r}")
+    return {"type": "unet", "in_channels": in_channels, "out_channels": out_channels,
+            "base_channels": base_channels, "channel_mults": list(channel_mults),
+            "num_res_blocks": num_res_blocks,
+            "attention_levels": sorted({lev % n_lev for lev in levels}),
+            "dropout": float(dropout), "fourier_scale": float(fourier_scale),
+            "cond_channels": _check_int("cond_channels", cond_channels, 0)}
+
+
 class ScoreUNet(nn.Module):
     """Noise-conditional U-Net ``F(x, sigma[, cond]) -> (B, out_channels, H, W)``.
 
@@ -196,46 +227,19 @@ class ScoreUNet(nn.Module):
         cond_channels: int = 0,
     ):
         super().__init__()
-        in_channels = _check_int("in_channels", in_channels, 1)
-        out_channels = in_channels if out_channels is None else out_channels
-        out_channels = _check_int("out_channels", out_channels, 1)
-        base_channels = _check_int("base_channels", base_channels, 2)
-        channel_mults = _check_int_tuple("channel_mults", channel_mults, 1)
-        if not channel_mults:
-            raise InputError("channel_mults must list at least one level")
-        num_res_blocks = _check_int("num_res_blocks", num_res_blocks, 1)
-        n_lev = len(channel_mults)
-        levels = _check_int_tuple("attention_levels", attention_levels, -n_lev)
-        for lev in levels:
-            if lev >= n_lev:
-                raise InputError(
-                    f"attention_levels contains {lev}, but there are only {n_lev} levels "
-                    f"(0..{n_lev - 1}, or -{n_lev}..-1) for channel_mults={list(channel_mults)}"
-                )
-        attention_levels = tuple(sorted({lev % n_lev for lev in levels}))
-        if not _is_number(dropout) or not 0.0 <= dropout < 1.0:
-            raise InputError(f"dropout must be a number in [0, 1), got {dropout!r}")
-        if not _is_number(fourier_scale) or not fourier_scale > 0:
-            raise InputError(f"fourier_scale must be a positive number, got {fourier_scale!r}")
-        cond_channels = _check_int("cond_channels", cond_channels, 0)
-
+        self.config: dict[str, Any] = _unet_config(
+            in_channels, out_channels, base_channels, channel_mults, num_res_blocks,
+            attention_levels, dropout, fourier_scale, cond_channels)
+        c = self.config
+        in_channels, out_channels, base_channels = (c["in_channels"], c["out_channels"],
+                                                    c["base_channels"])
+        channel_mults, num_res_blocks = c["channel_mults"], c["num_res_blocks"]
+        attention_levels, cond_channels = c["attention_levels"], c["cond_channels"]
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.cond_channels = cond_channels
         self.channels_last = False  # see use_channels_last
         self.num_levels = len(channel_mults)
-        self.config: dict[str, Any] = {
-            "type": "unet",
-            "in_channels": in_channels,
-            "out_channels": out_channels,
-            "base_channels": base_channels,
-            "channel_mults": list(channel_mults),
-            "num_res_blocks": num_res_blocks,
-            "attention_levels": list(attention_levels),
-            "dropout": float(dropout),
-            "fourier_scale": float(fourier_scale),
-            "cond_channels": cond_channels,
-        }
 
         emb_dim = 4 * base_channels
         fourier_dim = base_channels + base_channels % 2  # even

@@ -151,7 +151,8 @@ class _PriorTrainer:
                         if dcfg["patches"] is not None else None)
         self.ctx.barrier()
         if self.is_main:
-            (self.output / "checkpoints").mkdir(parents=True, exist_ok=True)
+            self.output.mkdir(parents=True, exist_ok=True)  # a file there: one clear error
+            (self.output / "checkpoints").mkdir(exist_ok=True)
             atomic_write_text(self.output / "config.json", json.dumps(self.cfg, indent=1))
         start = LoaderState.from_dict(ckpt["loader"]) if ckpt is not None else 0
         self.loader = make_loader(slices, tcfg["batch_size"], num_workers=dcfg["num_workers"],

@@ -228,7 +228,8 @@ class _UnrolledTrainer:
                               flips=dcfg["flips"], channels="complex", seed=self.seed)
         ctx.barrier()
         if self.is_main:
-            (self.output / "checkpoints").mkdir(parents=True, exist_ok=True)
+            self.output.mkdir(parents=True, exist_ok=True)  # a file there: one clear error
+            (self.output / "checkpoints").mkdir(exist_ok=True)
             atomic_write_text(self.output / "config.json", json.dumps(cfg, indent=1))
         self.shape = slices.crop or tuple(self.ds.shape)
         scfg = cfg["simulation"]
