@@ -452,3 +452,21 @@ def test_cli_kspace_with_bart_maps_and_zoom(tmp_path):
         assert torch.allclose(torch.from_numpy(np.array(used)), again, atol=1e-6)
     assert main(["data", "simulate", "--in", str(src), "--out", str(tmp_path / "bad"),
                  "--kspace", "--coils", "4", "--maps", str(tmp_path / "sens")]) == 2
+
+
+def test_cli_experiment_phase_stats(tmp_path, capsys):
+    """`mriprior experiment phase-stats`: a phantom with a smooth phase as the real image."""
+    mag = shepp_logan(64)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    img = torch.polar(mag.float(), 0.8 * xx + 0.3 * yy * yy) + 0.002 * torch.randn(
+        64, 64, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    (tmp_path / "real").mkdir()
+    write_cfl(str(tmp_path / "real" / "img"), img.T.numpy()[None, :, :, None, None])
+    assert main(["experiment", "phase-stats", "--data", str(tmp_path / "real"), "--seeds", "2",
+                 "--out", str(tmp_path / "o"), "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "median |grad phase|" in out and (tmp_path / "o" / "simulation_phase.png").exists()
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert len(res["sim_noisy"]["median_grad"]["values"]) == 2
+    assert main(["experiment", "phase-stats", "--data", str(tmp_path / "real"), "--out",
+                 str(tmp_path / "o"), "--set", "nonsense=1"]) == 2

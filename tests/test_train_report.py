@@ -2,7 +2,8 @@
 
 import json
 
-from mriprior.experiments.train_report import main, read_log, summarise
+from mriprior.cli.main import main
+from mriprior.experiments.train_report import read_log, summarise
 
 
 def test_summary_and_plot(tmp_path, capsys):
@@ -15,7 +16,7 @@ def test_summary_and_plot(tmp_path, capsys):
     assert s["mean_images_per_s"] == 4.5
     assert s["heldout"] == [{"step": 100, "loss": {"0.01": 0.9, "0.1": 0.5, "1.0": 0.2}}]
     out = tmp_path / "curve.png"
-    main([str(tmp_path), "--out", str(out)])
+    assert main(["experiment", "train-report", str(tmp_path), "--out", str(out)]) == 0
     assert out.stat().st_size > 2000
     assert json.loads(capsys.readouterr().out)["steps"] == 100
 

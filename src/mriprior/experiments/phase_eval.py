@@ -39,7 +39,7 @@ from mriprior.experiments.phase_stats import (_wrap, comparison_mask, load_refer
                                               radial_spectrum)
 from mriprior.experiments.report import save_figure
 
-__all__ = ["phase_error", "spectrum_distance", "run_phase_eval"]
+__all__ = ["phase_error", "spectrum_distance", "run_phase_eval", "table"]
 
 
 def phase_error(est: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -184,3 +184,21 @@ def _figure(path: Path, shown) -> None:
             a.set_yticks([])
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
+
+
+def table(res: dict, command: str) -> tuple[str, str]:
+    """``(heading, markdown section)`` of a :func:`run_phase_eval` result."""
+    head = "## Phase of magnitude images: error against a known phase (`mriprior experiment phase`)"
+    lines = [head, "", "Magnitude-weighted mean circular phase error inside the brain (rad; "
+             "pi/2 = unrelated), raw / with the global offset removed, and the distance of the "
+             "phase spectra (mean |log10 P - log10 P_ref| over radial bins). "
+             f"{res['samples']} draw(s) per method and case.", "",
+             "| case | " + " | ".join(res["methods"]) + " |",
+             "|---|" + "---|" * len(res["methods"])]
+    for row in res["per_case"] + [dict(res["mean"], case="**mean**")]:
+        cells = [f"{row[m]['phase_error']:.3f} / {row[m]['phase_error_offset_removed']:.3f} / "
+                 f"{row[m]['spectrum_distance']:.2f}" for m in res["methods"]]
+        lines.append(f"| {row['case']} | " + " | ".join(cells) + " |")
+    lines += ["", "![phase evaluation](figures/phase_eval.png)", "", f"Command: `{command}`",
+              ""]
+    return head, "\n".join(lines)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m mriprior.experiments.phase_stats --data ../shared/data/brain-8coil-slice \\
+    mriprior experiment phase-stats --data ../shared/data/brain-8coil-slice \\
         --out docs/figures [--seeds 16]
 
 Reads ``DATA/img`` (a BART complex image ``1 x Y x X x 1 x maps``; ESPIRiT map 0 is used), takes
@@ -25,11 +25,9 @@ pixels is comparable; noise-free numbers are reported as well. Writes
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +39,7 @@ from mriprior.experiments.report import save_figure
 
 __all__ = ["comparison_mask", "wrapped_gradient", "gradient_magnitude", "radial_spectrum",
            "structure_function", "noise_sigma", "noise_sigma_inside", "phase_statistics",
-           "load_reference", "model_with", "run", "main"]
+           "load_reference", "model_with", "run", "summary_lines"]
 
 
 def _wrap(x: torch.Tensor) -> torch.Tensor:
@@ -306,23 +304,25 @@ def _figure(path: Path, ref, sims, mask, real, sim, sim_clean) -> None:
     save_figure(fig, path, dpi=72)
 
 
-def _print(res: dict) -> None:
+def summary_lines(res: dict) -> list[str]:
+    """The printed summary of a :func:`run` result: real vs simulated statistics."""
     r, s, c = res["real"], res["sim_noisy"], res["sim_clean"]
-    print(f"data {res['data']}: {res['shape']}, {res['mask_pixels']} mask pixels, noise sigma "
+    lines = [f"data {res['data']}: {res['shape']}, {res['mask_pixels']} mask pixels, noise sigma "
           f"{res['noise_sigma']:.4g} (inside, upper bound "
           f"{res['noise_sigma_inside_upper_bound']:.4g}), median SNR in mask "
-          f"{res['snr_median_in_mask']:.1f}")
-    print(f"{'statistic':<34}{'real':>8}   {'sim+noise mean [min, max] (below real)':>40}"
-          f"   {'sim noise-free mean [min, max]':>30}")
+          f"{res['snr_median_in_mask']:.1f}",
+             f"{'statistic':<34}{'real':>8}   {'sim+noise mean [min, max] (below real)':>40}"
+          f"   {'sim noise-free mean [min, max]':>30}"]
     for key, label in (("median_grad", "median |grad phase| (rad/px)"),
                        ("p90_grad", "90th pct |grad phase| (rad/px)"),
                        ("sf8", "median |phase diff| at 8 px (rad)"),
                        ("sf32", "median |phase diff| at 32 px (rad)"),
                        ("hf_fraction", "spectral power above 0.05 cyc/px"),
                        ("hf25_fraction", "spectral power above 0.25 cyc/px")):
-        print(f"{label:<34}{r[key]:>8.3g}   {s[key]['mean']:>16.3g} [{s[key]['min']:.3g}, "
+        lines.append(f"{label:<34}{r[key]:>8.3g}   {s[key]['mean']:>16.3g} [{s[key]['min']:.3g}, "
               f"{s[key]['max']:.3g}] ({100 * s[key]['below_real']:3.0f} %)"
               f"   {c[key]['mean']:>10.3g} [{c[key]['min']:.3g}, {c[key]['max']:.3g}]")
+    return lines
 
 
 def model_with(overrides: list[str]) -> PhaseModel:
@@ -346,32 +346,3 @@ def model_with(overrides: list[str]) -> PhaseModel:
         else:
             kw[key] = type(default)(vals[0])
     return dataclasses.replace(PhaseModel(), **kw)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mriprior.experiments.phase_stats",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="folder with img.cfl/.hdr (BART complex image)")
-    p.add_argument("--out", required=True, help="output folder for the figure and JSON")
-    p.add_argument("--seeds", type=int, default=16, help="number of simulated phases")
-    p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a PhaseModel field, e.g. grf_std=0.05:0.3 or b0=3 "
-                        "(ranges LO:HI, lists A,B); repeatable")
-    p.add_argument("--noise-sigma", type=float, default=None,
-                   help="noise added to the simulated images (default: the real image's "
-                        "background estimate)")
-    args = p.parse_args(argv)
-    try:
-        model = model_with(args.set)
-        res = run(args.data, args.out, args.seeds, model=model, json_path=args.json,
-                  noise=args.noise_sigma)
-    except InputError as e:
-        print(f"phase_stats: error: {e}", file=sys.stderr)
-        return 2
-    _print(res)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

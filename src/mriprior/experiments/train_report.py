@@ -1,6 +1,6 @@
 """Training curve and held-out losses of a prior run, from its ``log.jsonl``.
 
-    python -m mriprior.experiments.train_report out/ve-cpu --out docs/figures/ve-cpu-curve.png
+    mriprior experiment train-report out/ve-cpu --out docs/figures/ve-cpu-curve.png
 
 Prints a JSON summary (final loss, held-out loss per noise level at each evaluation, mean
 images/s) and writes a PNG with the training loss (raw and smoothed) and held-out losses.
@@ -8,7 +8,6 @@ images/s) and writes a PNG with the training loss (raw and smoothed) and held-ou
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -60,18 +59,3 @@ def plot(records: list[dict], out: str) -> None:
         ax[1].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out, dpi=90)
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run_dir")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    records = read_log(args.run_dir)
-    plot(records, args.out)
-    print(json.dumps(summarise(records), indent=1))
-
-
-if __name__ == "__main__":
-    main()
