@@ -19,7 +19,7 @@ from mriprior.priors.export import load_prior
 from mriprior.priors.train import train
 from mriprior.recon.priors import load_image_prior
 
-from test_train import _raw, dataset  # noqa: F401  (the shared tiny dataset fixture)
+from tiny_data import prior_config as _raw
 
 S = 0.3  # data standard deviation per real component
 DIM = 64

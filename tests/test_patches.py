@@ -19,7 +19,7 @@ from mriprior.priors.patches import (PatchTiler, extract_patches, position_chann
 from mriprior.priors.train import train
 from mriprior.recon.priors import load_image_prior
 
-from test_train import _raw, dataset  # noqa: F401  (the shared tiny dataset fixture)
+from tiny_data import prior_config as _raw
 
 PATCHES = {"sizes": [8, 16], "area": 16}
 

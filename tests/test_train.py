@@ -14,49 +14,15 @@ import pytest
 import torch
 import yaml
 
-from mriprior.data.dataset import DatasetWriter
 from mriprior.errors import InputError
 from mriprior.priors.config import load_config, validate_config
 from mriprior.priors.export import load_prior
 from mriprior.engine import latest_checkpoint, list_checkpoints, state_sha256
 from mriprior.priors.train import train
+from tiny_data import prior_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_NET = {"type": "unet", "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
-            "attention_levels": [], "fourier_scale": 16.0}
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """16 train + 4 val complex slices of 20 x 20 (smooth blobs with a phase ramp)."""
-    path = tmp_path_factory.mktemp("train") / "ds"
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:20, :20] / 20.0
-    with DatasetWriter(path, "complex", (20, 20), shard_size=7,
-                       options={"normalize": "max"}) as w:
-        for i in range(20):
-            cy, cx = rng.uniform(0.3, 0.7, 2)
-            mag = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.05)
-            img = (mag * np.exp(1j * (2 * xx + rng.uniform(0, 1)))).astype(np.complex64)
-            w.add(img, {"source": f"s{i}", "split": "val" if i >= 16 else "train"})
-    return path
-
-
-def _raw(dataset, output, **over) -> dict:
-    raw = {
-        "model": dict(TINY_NET),
-        "data": {"path": str(dataset), "crop": 16, "channels": "complex", "num_workers": 0},
-        "diffusion": {"type": "ve", "sigma_min": 0.01, "sigma_max": 1.0},
-        "optim": {"lr": 2e-3, "warmup_steps": 2, "grad_clip": 1.0, "min_lr": 1e-4},
-        "train": {"batch_size": 4, "steps": 8, "save_every": 4, "keep_last": 2,
-                  "ema_decay": 0.9, "seed": 3, "log_every": 2, "output": str(output),
-                  "device": "cpu"},
-        "heldout": {"every": 4, "n_images": 4, "sigmas": [0.1, 1.0]},
-    }
-    for dotted, value in over.items():
-        section, key = dotted.split(".")
-        raw[section][key] = value
-    return raw
+_raw = prior_config
 
 
 # ----------------------------------------------------------------------------- config
@@ -290,18 +256,12 @@ def test_cli_train(tmp_path, dataset):
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
-    """Each config in configs/ passes the validator of the engine `mriprior train` gives it."""
-    import yaml
+    """Each config in configs/ passes the validator of the trainer `mriprior train` gives it."""
+    from mriprior.cli.train import resolve
 
-    raw = yaml.safe_load(path.read_text())
-    if raw.get("gan"):
-        from mriprior.priors.gan_train import validate_gan_config
-        cfg = validate_gan_config(raw, base_dir=path.parent)
-    elif raw.get("unrolled"):
-        from mriprior.unrolled.train import load_unrolled_config
-        cfg = load_unrolled_config(path)
-    else:
-        cfg = load_config(path)
+    kind, cfg = resolve(path)
+    assert kind == ("gan" if "gan" in path.name else "unrolled" if path.name.startswith(
+        ("varnet", "modl")) else "prior")
     assert Path(cfg["data"]["path"]).is_absolute()
     assert cfg["train"]["steps"] > 0
 

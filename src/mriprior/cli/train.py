@@ -30,59 +30,34 @@ def add_arguments(p):
                    help="override train.device (default: the config's, 'auto' if unset)")
 
 
-def _marker(path, key) -> bool:
-    from mriprior.priors.config import read_yaml
+def resolve(path, overrides: dict | None = None) -> tuple[str, dict]:
+    """``(kind, validated config)`` of a run config: ``gan: true`` -> ``"gan"``, ``unrolled:
+    true`` -> ``"unrolled"``, otherwise ``"prior"``."""
+    from mriprior.priors.config import load_config, read_yaml
 
     raw = read_yaml(path)
-    return isinstance(raw, dict) and raw.get(key) is True
-
-
-def _is_gan(path) -> bool:
-    return _marker(path, "gan")
-
-
-def _run_gan(args):
-    from pathlib import Path
-
-    from mriprior.errors import InputError
-    from mriprior.priors.config import apply_overrides, read_yaml
-    from mriprior.priors.gan_train import train_gan
-
-    p = Path(args.config)
-    raw = read_yaml(p)
-    over = {}
-    if args.steps is not None:
-        over["train.steps"] = args.steps
-    if args.device is not None:
-        from mriprior.cli._common import device
-
-        over["train.device"] = device(args.device).type  # the GAN trainer takes cpu / cuda
-    if over:
-        raw = apply_overrides(raw, over)
-    try:
-        result = train_gan(raw, resume=args.resume, base_dir=p.resolve().parent)
-    except InputError as e:
-        raise InputError(f"{p}: {e}") from None
-    print(json.dumps(result, indent=1))
+    if isinstance(raw, dict) and raw.get("gan") is True:
+        from mriprior.priors.gan_train import load_gan_config
+        return "gan", load_gan_config(path, overrides)
+    if isinstance(raw, dict) and raw.get("unrolled") is True:
+        from mriprior.unrolled.train import load_unrolled_config
+        return "unrolled", load_unrolled_config(path, overrides)
+    return "prior", load_config(path, overrides)
 
 
 def run(args):
-    from mriprior.priors.config import load_config
-    from mriprior.priors.train import train
-
-    if _is_gan(args.config):
-        return _run_gan(args)
     overrides = {}
     if args.steps is not None:
         overrides["train.steps"] = args.steps
     if args.device is not None:
         overrides["train.device"] = args.device
-    if _marker(args.config, "unrolled"):
-        from mriprior.unrolled.train import load_unrolled_config, train_unrolled
-
-        result = train_unrolled(load_unrolled_config(args.config, overrides),
-                                resume=args.resume)
+    kind, cfg = resolve(args.config, overrides)
+    if kind == "gan":
+        from mriprior.priors.gan_train import train_gan as trainer
+    elif kind == "unrolled":
+        from mriprior.unrolled.train import train_unrolled as trainer
     else:
-        result = train(load_config(args.config, overrides), resume=args.resume)
+        from mriprior.priors.train import train as trainer
+    result = trainer(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, indent=1))

@@ -48,7 +48,8 @@ from typing import Any, Callable
 from mriprior.errors import InputError
 
 __all__ = ["SCHEMA", "SECTIONS", "load_config", "validate_config", "apply_overrides", "read_yaml",
-           "Field", "check_section", "at_least", "positive", "resolve_path"]
+           "Field", "check_section", "at_least", "positive", "resolve_path", "in_unit_interval",
+           "adam_betas"]
 
 _REQUIRED = object()
 
@@ -74,11 +75,11 @@ def at_least(n):
     return lambda v: None if v >= n else f"must be >= {n}, got {v}"
 
 
-def _unit_interval_open(v):
+def in_unit_interval(v):
     return None if 0 <= v < 1 else f"must be in [0, 1), got {v}"
 
 
-def _betas(v):
+def adam_betas(v):
     return None if all(0 <= b < 1 for b in v) else f"must be two numbers in [0, 1), got {v}"
 
 
@@ -105,7 +106,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "sigma_max": Field(float, 1.0, check=positive, doc="ve, edm"),
         "beta_min": Field(float, 0.1, check=positive, doc="vp only"),
         "beta_max": Field(float, 20.0, check=positive, doc="vp only"),
-        "t_eps": Field(float, 1e-5, check=_unit_interval_open, doc="ve, vp"),
+        "t_eps": Field(float, 1e-5, check=in_unit_interval, doc="ve, vp"),
         "sigma_data": Field(float, 0.2, check=positive,
                             doc="edm: std of the data (per real component)"),
         "p_mean": Field(float, -2.0, doc="edm: mean of ln sigma in training"),
@@ -113,7 +114,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "optim": {
         "lr": Field(float, 2e-4, check=positive),
-        "betas": Field("float_pair", [0.9, 0.999], check=_betas),
+        "betas": Field("float_pair", [0.9, 0.999], check=adam_betas),
         "eps": Field(float, 1e-8, check=positive),
         "weight_decay": Field(float, 0.0, check=at_least(0)),
         "grad_clip": Field(float, 1.0, nullable=True, check=positive,
@@ -128,7 +129,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "steps": Field(int, check=at_least(1), doc="total optimiser steps"),
         "save_every": Field(int, 1000, check=at_least(1)),
         "keep_last": Field(int, 3, check=at_least(1)),
-        "ema_decay": Field(float, 0.999, check=_unit_interval_open),
+        "ema_decay": Field(float, 0.999, check=in_unit_interval),
         "ema_ramp": Field(bool, False, doc="EMA decay min(ema_decay, (1 + n) / (10 + n)) after "
                                           "n updates (short runs)"),
         "seed": Field(int, 0, check=at_least(0)),

@@ -15,7 +15,7 @@ RNG and loader position in each atomically written checkpoint). The generator is
 gan`` applies it (:func:`mriprior.augment.phase.gan_phase`: dropout kept on, seeded, so several
 samples differ, as in pix2pix).
 
-Config (YAML, every key checked; defaults in :data:`DEFAULTS`)::
+Config (YAML, every key checked; defaults in :data:`SCHEMA`)::
 
     gan: true                           # marks a GAN config for `mriprior train`
     model: {base_channels, depth, dropout, disc_channels, disc_layers}
@@ -38,70 +38,71 @@ from mriprior.data.loader import LoaderState, SliceDataset, make_loader
 from mriprior.engine import (Dist, Hooks, Logger, rank0_lock, resume_point, rng_state, run_loop,
                              save_checkpoint, set_rng_state)
 from mriprior.errors import InputError
+from mriprior.priors.config import SCHEMA as PRIOR_SCHEMA
+from mriprior.priors.config import (Field, adam_betas, apply_overrides, at_least, check_section,
+                                    in_unit_interval, positive, read_yaml, resolve_path)
 from mriprior.priors.export import save_prior
 from mriprior.priors.gan import PatchDiscriminator, PhaseGenerator
 
-__all__ = ["DEFAULTS", "validate_gan_config", "train_gan"]
+__all__ = ["SCHEMA", "validate_gan_config", "load_gan_config", "train_gan"]
 
 
 # ----------------------------------------------------------------------------- config
 CKPT_FORMAT = "mriprior-gan-checkpoint"
 
-DEFAULTS = {
-    "model": {"base_channels": 32, "depth": 5, "dropout": 0.5, "disc_channels": 32,
-              "disc_layers": 3},
-    "data": {"path": None, "split": "train", "crop": 128, "flips": True, "num_workers": 1},
-    "optim": {"lr": 2e-4, "betas": [0.5, 0.999]},
-    "train": {"batch_size": 8, "steps": 2000, "l1_weight": 100.0, "save_every": 500,
-              "keep_last": 3, "seed": 0, "log_every": 10, "output": None, "device": "cpu"},
+SCHEMA = {
+    "model": {"base_channels": Field(int, 32, check=at_least(1)),
+              "depth": Field(int, 5, check=at_least(1)),
+              "dropout": Field(float, 0.5, check=in_unit_interval),
+              "disc_channels": Field(int, 32, check=at_least(1)),
+              "disc_layers": Field(int, 3, check=at_least(1))},
+    "data": {"path": Field(str, doc="complex dataset (relative: to the config file)"),
+             "split": PRIOR_SCHEMA["data"]["split"],
+             "crop": Field(int, 128, check=at_least(1)),
+             "flips": Field(bool, True),
+             "num_workers": Field(int, 1, check=at_least(0))},
+    "optim": {"lr": Field(float, 2e-4, check=positive),
+              "betas": Field("float_pair", [0.5, 0.999], check=adam_betas)},
+    "train": {"batch_size": Field(int, 8, check=at_least(1)),
+              "steps": Field(int, 2000, check=at_least(1)),
+              "l1_weight": Field(float, 100.0, check=at_least(0)),
+              "save_every": Field(int, 500, check=at_least(1)),
+              "keep_last": Field(int, 3, check=at_least(1)),
+              "seed": Field(int, 0, check=at_least(0)),
+              "log_every": Field(int, 10, check=at_least(1)),
+              "output": Field(str, doc="run folder (relative: to the config file)"),
+              "device": Field(("auto", "cpu", "cuda"), "cpu")},
 }
 
 
 def validate_gan_config(raw, base_dir=".") -> dict:
-    """Check every key against :data:`DEFAULTS` (unknown or mistyped keys fail naming the key);
+    """Check every key against :data:`SCHEMA` (unknown or mistyped keys fail naming the key);
     relative ``data.path`` / ``train.output`` are taken relative to ``base_dir``."""
     if not isinstance(raw, dict):
         raise InputError("GAN config: expected a mapping")
-    unknown = set(raw) - set(DEFAULTS) - {"gan"}
+    unknown = set(raw) - set(SCHEMA) - {"gan"}
     if unknown:
         raise InputError(f"{sorted(unknown)[0]}: unknown section (known: gan, "
-                         f"{', '.join(DEFAULTS)})")
-    cfg = {}
-    for sec, defaults in DEFAULTS.items():
-        given = raw.get(sec) or {}
-        if not isinstance(given, dict):
-            raise InputError(f"{sec}: expected a mapping")
-        out = {}
-        for key, default in defaults.items():
-            if key not in given:
-                if default is None:
-                    raise InputError(f"{sec}.{key}: required key missing")
-                out[key] = copy.deepcopy(default)
-                continue
-            v = given[key]
-            ok = (isinstance(v, bool) if isinstance(default, bool) else
-                  isinstance(v, int) and not isinstance(v, bool) if isinstance(default, int) else
-                  isinstance(v, (int, float)) and not isinstance(v, bool)
-                  if isinstance(default, float) else
-                  isinstance(v, list) and len(v) == len(default) if isinstance(default, list)
-                  else isinstance(v, str))
-            if not ok:
-                raise InputError(f"{sec}.{key}: expected {type(default).__name__ if default is not None else 'str'}, got {v!r}")  # noqa: E501
-            out[key] = float(v) if isinstance(default, float) else v
-        for key in given:
-            if key not in defaults:
-                raise InputError(f"{sec}.{key}: unknown key (known: {', '.join(defaults)})")
-        cfg[sec] = out
-    for sec, key in (("data", "path"), ("train", "output")):
-        p = Path(cfg[sec][key]).expanduser()
-        cfg[sec][key] = str(p if p.is_absolute() else (Path(base_dir) / p).resolve())
-    t = cfg["train"]
-    if t["steps"] < 1 or t["batch_size"] < 1 or t["save_every"] < 1 or t["keep_last"] < 1:
-        raise InputError("train.steps, batch_size, save_every and keep_last must be >= 1")
+                         f"{', '.join(SCHEMA)})")
+    cfg = {"gan": True, **{name: check_section(name, raw.get(name), schema)
+                           for name, schema in SCHEMA.items()}}
+    cfg["data"]["path"] = resolve_path(cfg["data"]["path"], Path(base_dir))
+    cfg["train"]["output"] = resolve_path(cfg["train"]["output"], Path(base_dir))
     if cfg["data"]["crop"] % (2 ** cfg["model"]["depth"]):
         raise InputError(f"data.crop {cfg['data']['crop']} must be a multiple of "
                          f"2**model.depth = {2 ** cfg['model']['depth']}")
     return cfg
+
+
+def load_gan_config(path, overrides: dict | None = None) -> dict:
+    """A GAN config file (``overrides``: ``{"section.key": value}``), validated."""
+    p = Path(path)
+    raw = read_yaml(p)
+    try:
+        return validate_gan_config(apply_overrides(raw, overrides) if overrides else raw,
+                                   p.resolve().parent)
+    except InputError as e:
+        raise InputError(f"{p}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- training
@@ -155,7 +156,7 @@ class _GanTrainer:
         mc, dc, oc, tc = cfg["model"], cfg["data"], cfg["optim"], cfg["train"]
         self.cfg, self.ctx, self.resume, self.device = cfg, ctx, resume, ctx.device
         self.output = Path(tc["output"])
-        fixed = [(s,) for s in cfg if s != "train"] + [("train", k) for k in tc if k != "steps"]
+        fixed = [(s,) for s in SCHEMA if s != "train"] + [("train", k) for k in tc if k != "steps"]
         _, ckpt = resume_point(self.output, resume, CKPT_FORMAT, config=cfg, fixed=fixed)
         ds = open_dataset(dc["path"])
         if ds.kind != "complex":
