@@ -239,6 +239,11 @@ def test_save_and_load_network_round_trip(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps({"format": "mriprior-prior"}))
     with pytest.raises(InputError, match="not an mriprior unrolled network"):
         load_network(tmp_path / "m")
+    # a name with a dot keeps it, whichever way the network is named
+    save_network(tmp_path / "net-v1.5", net, {"step": 2})
+    assert (tmp_path / "net-v1.5.safetensors").exists() and (tmp_path / "net-v1.5.json").exists()
+    for name in ("net-v1.5", "net-v1.5.json", "net-v1.5.safetensors"):
+        assert load_network(tmp_path / name)[1]["step"] == 2
 
 
 def test_hallucination_count_finds_added_structures_only():

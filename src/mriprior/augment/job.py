@@ -41,7 +41,7 @@ from mriprior.data.simulate import slice_seed
 from mriprior.diffusion.losses import PARAMETRISATIONS
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write, locks_output, work_folder
-from mriprior.priors.export import prior_files
+from mriprior.priors.export import load_prior, prior_files, prior_kind
 
 __all__ = ["AugmentSettings", "augment_dataset", "work_dir"]
 
@@ -105,21 +105,18 @@ class _Phaser:
     def __init__(self, settings: AugmentSettings, device):
         self.s, self.device, self.prior = settings, torch.device(device), None
         if settings.method == "gan":
-            from mriprior.priors.export import load_prior
-
             net, meta = load_prior(settings.prior, device=self.device)
-            if meta.get("prior_type") != "gan":
+            if prior_kind(meta) != "gan":
                 raise InputError(f"{settings.prior}: not a phase GAN (prior_type "
-                                 f"{meta.get('prior_type', 'diffusion')!r}); --method gan needs "
+                                 f"{prior_kind(meta)!r}); --method gan needs "
                                  "one trained with a `gan: true` config")
             self.prior = net
         elif settings.method in ("langevin", "conditional"):
-            from mriprior.priors.export import load_prior
             from mriprior.recon.priors import DiffusionPrior
 
             net, meta = load_prior(settings.prior, device=self.device)
-            if meta.get("prior_type", "diffusion") != "diffusion":
-                raise InputError(f"{settings.prior}: a {meta['prior_type']!r} model; --method "
+            if prior_kind(meta) != "diffusion":
+                raise InputError(f"{settings.prior}: a {prior_kind(meta)!r} model; --method "
                                  f"{settings.method} needs a diffusion model")
             channels = meta.get("data", {}).get("channels")
             conditional = bool(int(net.config.get("cond_channels", 0)))

@@ -44,7 +44,7 @@ def run(args):
     from mriprior.cli._common import check_output, device
     from tqdm import tqdm
 
-    from mriprior.priors.export import load_prior
+    from mriprior.priors.export import load_prior, prior_kind
     from mriprior.priors.sampling import sample_prior
 
     for flag, v in (("--n", args.n), ("--steps", args.steps)):
@@ -56,7 +56,7 @@ def run(args):
         raise InputError(f"--temperature {args.temperature}: must be > 0")
     dev = device(args.device)
     net, meta = load_prior(args.prior, device=dev)
-    pixelcnn = meta.get("prior_type", "diffusion") == "pixelcnn"
+    pixelcnn = prior_kind(meta) == "pixelcnn"
     size_arg = args.size if args.size is not None else [32 if pixelcnn else 128]
     if len(size_arg) not in (1, 2):
         raise InputError("--size takes H or H W")

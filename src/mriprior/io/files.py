@@ -31,7 +31,7 @@ from mriprior.errors import InputError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
            "check_replaceable", "work_folder", "named_oserror",
-           "make_parent", "output_lock", "locks_output", "lock_path"]
+           "make_parent", "output_lock", "locks_output", "lock_path", "weights_and_sidecar"]
 
 
 def make_parent(path) -> list[Path]:
@@ -247,3 +247,12 @@ def locks_output(arg: str, job: str):
                 return fn(*args, **kwargs)
         return wrapper
     return deco
+
+
+def weights_and_sidecar(path) -> tuple[Path, Path]:
+    """``(NAME.safetensors, NAME.json)`` of a model named by ``NAME`` or either file; a NAME with
+    a dot keeps it (``out/prior-v1.5`` -> ``out/prior-v1.5.safetensors``)."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json") and not p.is_dir():
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")

@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from mriprior.diffusion.losses import ScoreModel
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_bytes
-from mriprior.priors.export import load_prior, prior_files
+from mriprior.priors.export import load_prior, prior_files, prior_kind
 
 __all__ = ["BartDenoiser", "export_torchscript", "CONVENTION"]
 
@@ -149,7 +149,7 @@ def export_torchscript(prior, out, *, size=(64, 64), device="cpu", check: bool =
     """
     dev = torch.device(device)
     net, meta = load_prior(prior, device=dev)
-    kind = meta.get("prior_type", "diffusion")
+    kind = prior_kind(meta)
     if kind != "diffusion":
         raise InputError(f"{prior_files(prior)[1]}: a {kind!r} prior has no denoiser; only "
                          "diffusion priors (ve / vp / edm) export to TorchScript")

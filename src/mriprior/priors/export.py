@@ -43,10 +43,11 @@ import torch
 
 from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.errors import InputError
-from mriprior.io.files import atomic_write_bytes, atomic_write_text
+from mriprior.io.files import atomic_write_bytes, atomic_write_text, weights_and_sidecar
 from mriprior.priors.networks import network_from_config
 
 __all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "prior_files",
+           "prior_kind",
            "export_folder", "user_prior_dir", "portable", "FORMAT",
            "VERSION", "RECON_DEFAULT_KEYS"]
 
@@ -157,7 +158,7 @@ def _pair(p: Path) -> tuple[Path, Path] | None:
     """The files of prior ``p`` if they exist: a folder, or NAME.safetensors + NAME.json."""
     if p.is_dir() and (p / FOLDER_FILES[1]).is_file():
         return p / FOLDER_FILES[0], p / FOLDER_FILES[1]
-    weights, sidecar = p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+    weights, sidecar = weights_and_sidecar(p)
     if weights.exists() or sidecar.exists():
         return weights, sidecar
     return None
@@ -183,7 +184,13 @@ def prior_files(path) -> tuple[Path, Path]:
             found = _pair(base / name)
             if found is not None:
                 return found
-    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+    return weights_and_sidecar(p)
+
+
+def prior_kind(meta: dict) -> str:
+    """The kind of model a sidecar describes: ``"diffusion"`` (the default), ``"pixelcnn"`` or
+    ``"gan"``."""
+    return meta.get("prior_type", "diffusion")
 
 
 def portable(meta):

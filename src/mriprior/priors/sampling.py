@@ -22,6 +22,7 @@ from mriprior.diffusion.samplers import (ancestral_ve, ancestral_vp, annealed_la
                                          predictor_corrector)
 from mriprior.diffusion.schedules import BETA_MAX, BETA_MIN, randn_like, ve_sigmas, vp_sigmas
 from mriprior.errors import InputError
+from mriprior.priors.export import prior_kind
 from mriprior.priors.pixelcnn import sample_pixelcnn
 
 __all__ = ["sample_prior", "sample_grid_images", "SAMPLERS"]
@@ -43,7 +44,7 @@ def sample_prior(net: torch.nn.Module, meta: dict, n: int = 16, size=(128, 128),
     if int(getattr(net, "config", {}).get("cond_channels", 0)):
         raise InputError("a conditional model (phase given magnitude) has no unconditional "
                          "samples; use `mriprior augment --method conditional`")
-    if meta.get("prior_type", "diffusion") == "pixelcnn":
+    if prior_kind(meta) == "pixelcnn":
         if sampler != "ancestral":
             raise InputError(f"a pixelcnn prior is sampled ancestrally (pixel by pixel); "
                              f"sampler {sampler!r} is for diffusion priors")

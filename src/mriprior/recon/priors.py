@@ -274,10 +274,10 @@ class PixelCNNPrior(ImagePrior):
 def load_image_prior(path, device=None, reg_sigma: float | None = None,
                      max_batch: int | None = None) -> ImagePrior:
     """Load an exported prior (``NAME.safetensors`` + ``NAME.json``) as an :class:`ImagePrior`."""
-    from mriprior.priors.export import load_prior
+    from mriprior.priors.export import load_prior, prior_kind
 
     net, meta = load_prior(path, device=device)
-    if meta.get("prior_type", "diffusion") == "pixelcnn" or meta.get("parametrisation") == "nll":
+    if prior_kind(meta) == "pixelcnn" or meta.get("parametrisation") == "nll":
         return PixelCNNPrior(net, meta)  # explicit likelihood
     if int(net.config.get("cond_channels", 0) if hasattr(net, "config") else 0):
         raise InputError(f"{path}: a conditional model (phase given magnitude), not an image "

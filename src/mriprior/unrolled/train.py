@@ -43,7 +43,7 @@ from mriprior.diffusion.noise import derive_seed
 from mriprior.engine import (Dist, Hooks, Logger, git_revision, make_optimizer, rank0_lock,
                              resume_point, run_loop, save_checkpoint, state_sha256)
 from mriprior.errors import InputError
-from mriprior.io.files import atomic_write_bytes, atomic_write_text
+from mriprior.io.files import atomic_write_bytes, atomic_write_text, weights_and_sidecar
 from mriprior.metrics import psnr, ssim
 from mriprior.physics.fft import ifft2c
 from mriprior.priors.config import SCHEMA as PRIOR_SCHEMA
@@ -142,13 +142,12 @@ def save_network(path, net: nn.Module, meta: dict) -> Path:
     """``path.safetensors`` + ``path.json`` (``{"format", "network", ...meta}``), atomically."""
     from safetensors.torch import save
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    weights, sidecar = weights_and_sidecar(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    weights = p.with_suffix(".safetensors")
     atomic_write_bytes(weights, save(state), fsync=True)
-    sidecar = {"format": FORMAT, "version": 1, "network": net.config, **meta}
-    atomic_write_text(p.with_suffix(".json"), json.dumps(sidecar, indent=1))
+    meta = {"format": FORMAT, "version": 1, "network": net.config, **meta}
+    atomic_write_text(sidecar, json.dumps(meta, indent=1))
     return weights
 
 
@@ -157,26 +156,23 @@ def load_network(path, device=None) -> tuple[nn.Module, dict]:
     ``NAME.safetensors``) and load its weights strictly."""
     from safetensors.torch import load_file
 
-    p = Path(path)
-    if p.suffix in (".json", ".safetensors"):
-        p = p.with_suffix("")
+    weights, sidecar = weights_and_sidecar(path)
     try:
-        meta = json.loads(p.with_suffix(".json").read_text())
+        meta = json.loads(sidecar.read_text())
     except FileNotFoundError:
-        raise InputError(f"{p.with_suffix('.json')}: network sidecar not found") from None
+        raise InputError(f"{sidecar}: network sidecar not found") from None
     except json.JSONDecodeError as e:
-        raise InputError(f"{p.with_suffix('.json')}: not JSON ({e})") from None
+        raise InputError(f"{sidecar}: not JSON ({e})") from None
     if meta.get("format") != FORMAT:
-        raise InputError(f"{p.with_suffix('.json')}: not an mriprior unrolled network "
+        raise InputError(f"{sidecar}: not an mriprior unrolled network "
                          f"(format {meta.get('format')!r})")
     net = build_network(meta["network"])
     try:
-        state = load_file(str(p.with_suffix(".safetensors")), device="cpu")
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
     except FileNotFoundError:
-        raise InputError(f"{p.with_suffix('.safetensors')}: weights not found") from None
+        raise InputError(f"{weights}: weights not found") from None
     except RuntimeError as e:
-        raise InputError(f"{p.with_suffix('.safetensors')}: weights do not match the sidecar's "
+        raise InputError(f"{weights}: weights do not match the sidecar's "
                          f"network ({str(e).splitlines()[0]})") from None
     net.eval()
     return (net.to(device) if device is not None else net), meta
