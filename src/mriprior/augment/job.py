@@ -40,6 +40,7 @@ from mriprior.data.open_data import sha256_file
 from mriprior.data.simulate import slice_seed
 from mriprior.diffusion.losses import PARAMETRISATIONS
 from mriprior.errors import InputError
+from mriprior.launch import launch_env
 from mriprior.io.files import atomic_write, locks_output, work_folder
 from mriprior.priors.export import load_prior, prior_files, prior_kind
 
@@ -249,8 +250,7 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
     rank's chunks.
     """
     src, out = Path(src), Path(out)
-    rank = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
-    world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
+    rank, world_size, _ = launch_env(rank, world_size)
     if not 0 <= rank < world_size:
         raise InputError(f"rank {rank} out of range for world size {world_size}")
     if src.resolve() == out.resolve():

@@ -52,32 +52,31 @@ def add_arguments(p):
 
 def _device(name: str):
     """--device, checked; under torchrun plain ``cuda`` means this rank's GPU (LOCAL_RANK)."""
-    import os
-
     import torch
 
     from mriprior.cli._common import device
+    from mriprior.launch import launch_env
 
     dev = device(name)
-    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", launch_env().local_rank % torch.cuda.device_count())
     return dev
 
 
 def run(args) -> int:
-    import os
     import sys
 
     from tqdm import tqdm
 
     from mriprior.augment.job import AugmentSettings, augment_dataset
+    from mriprior.launch import launch_env
 
     settings = AugmentSettings(method=args.method, samples=args.samples, seed=args.seed,
                                chunk=args.chunk, prior=args.prior,
                                langevin={"n_levels": args.levels or 10, "steps": args.steps,
                                          "eta": args.eta},
                                conditional={"n_levels": args.levels or 200, "snr": args.snr})
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launch_env().rank
     bar = None
 
     def progress(done, total):

@@ -18,7 +18,8 @@ Writes to ``train.output``: config.json, log.jsonl, checkpoints/, prior.safetens
 from __future__ import annotations
 
 import json
-import os
+
+from mriprior.launch import launch_env
 
 
 def add_arguments(p):
@@ -59,5 +60,5 @@ def run(args):
     else:
         from mriprior.priors.train import train as trainer
     result = trainer(cfg, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_env().rank == 0:
         print(json.dumps(result, indent=1))

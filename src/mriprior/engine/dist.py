@@ -7,12 +7,12 @@ uses CUDA device ``LOCAL_RANK % device_count``. Only rank 0 writes files.
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 
 import torch
 
 from mriprior.errors import InputError
+from mriprior.launch import launch_env
 from mriprior.io.files import output_lock
 
 __all__ = ["Dist", "rank0_lock"]
@@ -22,9 +22,7 @@ class Dist:
     """``device_pref``: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``."""
 
     def __init__(self, device_pref: str):
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.rank, self.world_size, self.local_rank = launch_env()
         want_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
         if want_cuda and not torch.cuda.is_available():
             raise InputError("train.device: 'cuda' requested but CUDA is not available")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from mriprior.errors import InputError
+from mriprior.launch import launch_env
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
            "check_replaceable", "work_folder", "named_oserror",
@@ -239,9 +240,7 @@ def locks_output(arg: str, job: str):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             bound = sig.bind(*args, **kwargs)
-            rank = bound.arguments.get("rank")
-            rank = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
-            if rank != 0:
+            if launch_env(bound.arguments.get("rank")).rank != 0:
                 return fn(*args, **kwargs)
             with output_lock(bound.arguments[arg], job):
                 return fn(*args, **kwargs)

@@ -27,7 +27,6 @@ Config (YAML, every key checked; defaults in :data:`SCHEMA`)::
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import torch
@@ -38,6 +37,7 @@ from mriprior.data.loader import LoaderState, SliceDataset, make_loader
 from mriprior.engine import (Dist, Hooks, Logger, rank0_lock, resume_point, rng_state, run_loop,
                              save_checkpoint, set_rng_state)
 from mriprior.errors import InputError
+from mriprior.launch import launch_env
 from mriprior.priors.config import SCHEMA as PRIOR_SCHEMA
 from mriprior.priors.config import (Field, adam_betas, apply_overrides, at_least, check_section,
                                     in_unit_interval, positive, read_yaml, resolve_path)
@@ -119,7 +119,7 @@ def train_gan(raw, resume: bool = False, base_dir=".") -> dict:
     newest readable checkpoint (a truncated newest one is skipped with a warning). The engine
     of :mod:`mriprior.engine`, in one process."""
     cfg = validate_gan_config(raw, base_dir)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launch_env().world_size > 1:
         raise InputError("the phase GAN trains in one process: run it without torchrun")
     ctx = Dist(cfg["train"]["device"])
     with rank0_lock(ctx, cfg["train"]["output"]):
