@@ -23,8 +23,9 @@ import mriprior.io.images
 from mriprior.cli import data_import
 from mriprior.cli.main import _Parser
 from mriprior.data.dataset import open_dataset
-from mriprior.data.importers import (_resample, fit_slice, import_dataset, is_empty, load_salt,
+from mriprior.data.importers import (fit_slice, import_dataset, is_empty, load_salt,
                                      salt_file, split_of, subject_hash)
+from mriprior.data.importers.geometry import _resample
 from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
 from mriprior.io.images import read_image
