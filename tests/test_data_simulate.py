@@ -16,17 +16,18 @@ from scipy.ndimage import binary_fill_holes
 
 from mriprior.cli.main import main
 from mriprior.data.dataset import DatasetWriter, open_dataset
-from mriprior.data.simulate import (CHI_AIR, CHI_TISSUE, KSpaceShards, PhaseModel, PhaseParams,
-                                    complex_from_magnitude, dipole_field, fill_holes,
-                                    gaussian_random_field, noise_covariance_from_cfl,
-                                    phase_from_params, polynomial_phase, random_phase,
-                                    reduce_covariance, sample_params, segment,
-                                    simulate_acquisition, slice_seed, transform_maps)
+from mriprior.data.simulate import (KSpaceShards, PhaseModel, PhaseParams,
+                                    complex_from_magnitude, noise_covariance_from_cfl,
+                                    phase_from_params, random_phase, reduce_covariance,
+                                    sample_params, simulate_acquisition, slice_seed,
+                                    transform_maps)
 from mriprior.errors import InputError
 from mriprior.experiments.phase_stats import comparison_mask, gradient_magnitude
 from mriprior.io.cfl import write_cfl
 from mriprior.physics.fft import fft2c
 from mriprior.physics.phantom import birdcage_maps, shepp_logan
+from mriprior.physics.phase import (CHI_AIR, CHI_TISSUE, dipole_field, fill_holes,
+                                    gaussian_random_field, polynomial_phase, segment)
 from mriprior.physics.simulate import complex_noise, snr_to_sigma
 
 

@@ -247,7 +247,7 @@ def test_save_and_load_network_round_trip(tmp_path):
 
 
 def test_hallucination_count_finds_added_structures_only():
-    from mriprior.experiments.downstream import hallucinations
+    from mriprior.metrics import hallucinations
 
     rng = np.random.default_rng(0)
     ref = np.zeros((40, 40))
@@ -262,7 +262,7 @@ def test_hallucination_count_finds_added_structures_only():
 
 
 def test_fourier_resize_keeps_the_field_of_view():
-    from mriprior.experiments.downstream import fourier_resize
+    from mriprior.physics.fft import fourier_resize
 
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 60), torch.linspace(-1, 1, 40), indexing="ij")
     img = ((yy ** 2 + xx ** 2) < 0.5).to(torch.complex64)

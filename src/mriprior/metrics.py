@@ -25,7 +25,7 @@ from skimage.metrics import structural_similarity
 
 from mriprior.errors import InputError
 
-__all__ = ["psnr", "ssim", "nmse", "evaluate", "evaluate_volume"]
+__all__ = ["psnr", "ssim", "nmse", "evaluate", "evaluate_volume", "hallucinations"]
 
 
 def _mag(a, name) -> np.ndarray:
@@ -146,3 +146,25 @@ def evaluate_volume(ref, rec) -> dict:
                           for i in range(r.shape[0])]))
     return {"psnr": math.inf if mse == 0 else 20 * math.log10(peak) - 10 * math.log10(mse),
             "ssim": ssim, "nmse": float(np.sum((r - x) ** 2) / np.sum(r ** 2))}
+
+
+def hallucinations(out, ref, k: float = 4.0, min_area: int = 5, object_level: float = 0.1):
+    """Structures in ``out`` that are not in ``ref`` (magnitudes, ``(y, x)``): 8-connected
+    regions of at least ``min_area`` pixels where ``|out| - |ref| > k * s``, ``s`` the robust
+    standard deviation (1.4826 MAD) of ``|out| - |ref|`` inside the object (``|ref|`` above
+    ``object_level`` of its max). Returns ``(count, label image)``."""
+    from scipy import ndimage
+
+    o = np.abs(np.asarray(out)).astype(np.float64)
+    r = np.abs(np.asarray(ref)).astype(np.float64)
+    e = o - r
+    inside = r > object_level * r.max()
+    d = e[inside]
+    s = 1.4826 * np.median(np.abs(d - np.median(d))) + 1e-12
+    labels, n = ndimage.label(e > k * s, structure=np.ones((3, 3)))
+    if n == 0:
+        return 0, labels
+    areas = ndimage.sum(np.ones_like(e), labels, index=np.arange(1, n + 1))
+    keep = np.flatnonzero(areas >= min_area) + 1
+    out_labels = np.where(np.isin(labels, keep), labels, 0)
+    return int(len(keep)), out_labels

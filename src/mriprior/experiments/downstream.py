@@ -41,32 +41,17 @@ import torch
 from mriprior.data.dataset import open_dataset
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_json
-from mriprior.metrics import nmse, psnr, ssim
-from mriprior.physics.fft import fft2c, ifft2c
+from mriprior.metrics import hallucinations, nmse, psnr, ssim
+from mriprior.physics.fft import fourier_resize
 from mriprior.unrolled.networks import sense_reduce
 from mriprior.unrolled.synth import Synthesizer, make_mask
 from mriprior.unrolled.train import load_network, load_unrolled_config, train_unrolled
 from mriprior.experiments.report import save_figure
 
-__all__ = ["run_downstream", "hallucinations", "fourier_resize", "table"]
+__all__ = ["run_downstream", "table"]
 
 
 # ----------------------------------------------------------------------------- test data
-def fourier_resize(img: torch.Tensor, shape) -> torch.Tensor:
-    """Complex ``(y, x)`` -> ``shape`` keeping the field of view's aspect: the centred k-space is
-    cropped (lower resolution, no aliasing) to fit ``shape``, then the image is zero-padded.
-    Intensities are kept (the orthonormal FFT's size factor is undone)."""
-    ny, nx = img.shape
-    ty, tx = shape
-    f = min(ty / ny, tx / nx, 1.0)
-    my, mx = max(2, int(round(ny * f))), max(2, int(round(nx * f)))
-    k = fft2c(img)
-    y0, x0 = ny // 2 - my // 2, nx // 2 - mx // 2
-    small = ifft2c(k[y0:y0 + my, x0:x0 + mx]) * ((my * mx) / (ny * nx)) ** 0.5  # same intensity
-    out = torch.zeros(shape, dtype=small.dtype)
-    py, px = ty // 2 - my // 2, tx // 2 - mx // 2
-    out[py:py + my, px:px + mx] = small
-    return out
 
 
 def _real_files(path):
@@ -127,26 +112,6 @@ def test_cases(test, n_slices, accels, spec, shape=None, real=None, seed=0):
 
 
 # ----------------------------------------------------------------------------- measures
-def hallucinations(out, ref, k: float = 4.0, min_area: int = 5, object_level: float = 0.1):
-    """Structures in ``out`` that are not in ``ref`` (magnitudes, ``(y, x)``): 8-connected
-    regions of at least ``min_area`` pixels where ``|out| - |ref| > k * s``, ``s`` the robust
-    standard deviation (1.4826 MAD) of ``|out| - |ref|`` inside the object (``|ref|`` above
-    ``object_level`` of its max). Returns ``(count, label image)``."""
-    from scipy import ndimage
-
-    o = np.abs(np.asarray(out)).astype(np.float64)
-    r = np.abs(np.asarray(ref)).astype(np.float64)
-    e = o - r
-    inside = r > object_level * r.max()
-    d = e[inside]
-    s = 1.4826 * np.median(np.abs(d - np.median(d))) + 1e-12
-    labels, n = ndimage.label(e > k * s, structure=np.ones((3, 3)))
-    if n == 0:
-        return 0, labels
-    areas = ndimage.sum(np.ones_like(e), labels, index=np.arange(1, n + 1))
-    keep = np.flatnonzero(areas >= min_area) + 1
-    out_labels = np.where(np.isin(labels, keep), labels, 0)
-    return int(len(keep)), out_labels
 
 
 def _scores(case, img):

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mriprior.data.simulate import PhaseModel, complex_from_magnitude, gaussian_blur, segment
+from mriprior.data.simulate import PhaseModel, complex_from_magnitude
+from mriprior.physics.phase import gaussian_blur, segment
 from mriprior.errors import InputError
 from mriprior.experiments.report import save_figure
 

@@ -134,13 +134,14 @@ removed when the import ends.
 """
 
 
-from mriprior.data.importers.options import (  # noqa: F401
+from mriprior.data.importers.options import (
     AXES, COMBINES, EMPTY_FRACTION, FORMATS, KINDS, NORMALIZE_MODES, RESIZE_MODES, SPLITS,
     SUBJECT_FROM,
 )
-from mriprior.data.importers.subjects import load_salt, salt_file, split_of, subject_hash  # noqa: F401
-from mriprior.data.importers.geometry import fit_slice, is_empty, normalize_slice  # noqa: F401
-from mriprior.data.importers.pipeline import format_summary, import_dataset  # noqa: F401
+from mriprior.data.importers.subjects import load_salt, salt_file, split_of, subject_hash
+from mriprior.data.importers.geometry import fit_slice, is_empty, normalize_slice
+from mriprior.data.importers.pipeline import format_summary, import_dataset
 
 __all__ = ["import_dataset", "format_summary", "salt_file", "load_salt", "subject_hash",
-           "split_of", "fit_slice", "normalize_slice", "is_empty", "FORMATS"]
+           "split_of", "fit_slice", "normalize_slice", "is_empty", "FORMATS", "AXES", "COMBINES",
+           "EMPTY_FRACTION", "KINDS", "NORMALIZE_MODES", "RESIZE_MODES", "SPLITS", "SUBJECT_FROM"]
