@@ -299,7 +299,7 @@ CASES = [
     Case("recon-nfe-0", RECON + ["--prior", "{d}/prior", "--nfe", "0"] + OK + ["{o}/x"],
          "--nfe"),
     Case("recon-iters-0", RECON + ["--prior", "{d}/prior", "--method", "pics", "-i", "0"] + OK
-         + ["{o}/x"], "--iters"),
+         + ["{o}/x"], "-i must be an integer"),
     Case("recon-sigma-start", RECON + ["--prior", "{d}/prior", "--sigma-start", "-1"] + OK
          + ["{o}/x"], "--sigma-start"),
     Case("recon-noise-var-negative", RECON + ["--prior", "{d}/prior", "--noise-var", "-1"] + OK

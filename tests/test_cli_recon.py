@@ -115,14 +115,14 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
         return rc, capsys.readouterr().err
 
     rc, err = run()
-    assert rc == 0 and "fast (chains 2, nfe 3, sigma_start 0.3, noise_var auto)" in err
+    assert rc == 0 and "fast (chains 2, nfe 3, sigma_start 0.3, eta 0.85, cg_iters 5, noise_var auto)" in err
     assert "3 network evaluations" in err
     rc, err = run("--nfe", "2")
     assert rc == 0 and "nfe 2" in err and "sigma_start 0.3" in err
     rc, err = run("--method", "pics")
-    assert rc == 0 and "pics (lam 0.125, iters 4)" in err
+    assert rc == 0 and "pics (lam 0.125, max_iter 4)" in err
     rc, err = run("--method", "langevin", "--levels", "4", "--skip", "0", "--steps", "1")
-    assert rc == 0 and "langevin (chains 10, lam 20)" in err  # nothing tuned: built-ins
+    assert rc == 0 and "langevin (chains 10, n_levels 4, skip 0, steps 1, lam 20)" in err  # library's
     rc, err = run("--chains", "0")
     assert rc == 2 and "--chains must be an integer >= 1" in err
     rc, err = run("--batch", "0")

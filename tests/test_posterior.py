@@ -342,3 +342,22 @@ def test_real_case_uncertainty_is_gauge_and_scale_free():
     u = uncertainty(case, SimpleNamespace(mmse=mmse, std=std, samples=samples))
     assert u["error"] == "magnitude" and u["chains"] == chains
     assert 0.87 < u["coverage90"] < 0.93, u
+
+
+def test_method_defaults_are_the_functions_own():
+    """`mriprior recon`'s defaults come from the library: each function's keyword defaults,
+    except the fast sampler's measured-data noise model ("auto")."""
+    import inspect
+
+    from mriprior.recon.posterior import method_defaults
+
+    for method, fn in (("fast", fast_posterior), ("langevin", langevin_posterior),
+                       ("pics", prior_pics)):
+        d = method_defaults(method)
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.default is not inspect.Parameter.empty and not (method, name) == (
+                    "fast", "noise_var"):
+                assert d[name] == p.default, (method, name)
+    assert method_defaults("fast")["noise_var"] == "auto"
+    with pytest.raises(InputError, match="method must be one of"):
+        method_defaults("admm")

@@ -34,31 +34,38 @@ from mriprior.io.cfl import write_cfl
 METHODS = ("fast", "langevin", "pics")
 
 
+# per method: the command-line options it takes -> the keyword of its library function
+OPTIONS = {"fast": {"chains": "chains", "nfe": "nfe", "sigma_start": "sigma_start", "eta": "eta",
+                    "cg": "cg_iters", "noise_var": "noise_var"},
+           "langevin": {"chains": "chains", "levels": "n_levels", "skip": "skip",
+                        "steps": "steps", "lam": "lam", "noise_var": "noise_var"},
+           "pics": {"lam": "lam", "iters": "max_iter"}}
+
+
 def add_arguments(p):
     p.add_argument("--prior", required=True, help="exported prior (NAME.safetensors + NAME.json)")
-    p.add_argument("--method", choices=METHODS, default="fast", help="default: fast")
-    p.add_argument("--chains", type=int, default=None,
-                   help="posterior chains per slice (default 8 fast, 10 langevin)")
-    p.add_argument("--nfe", type=int, default=None,
-                   help="fast: network evaluations per chain (default 30)")
-    p.add_argument("--sigma-start", type=float, default=None,
+    p.add_argument("--method", choices=METHODS, default="fast",
+                   help="default: fast. Options left out take the prior's tuned recon_defaults, "
+                        "else the library function's defaults (mriprior.recon.posterior."
+                        "method_defaults); the values used are printed")
+    p.add_argument("--chains", type=int, help="posterior chains per slice")
+    p.add_argument("--nfe", type=int, help="fast: network evaluations per chain")
+    p.add_argument("--sigma-start", type=float,
                    help="fast: noise level of the start (default: the prior's sigma_max)")
-    p.add_argument("--eta", type=float, default=0.85, help="fast: share of fresh noise per step")
-    p.add_argument("--cg", type=int, default=5, help="fast: CG iterations per level")
-    p.add_argument("--levels", type=int, default=100, help="langevin: noise levels N")
-    p.add_argument("--skip", type=int, default=31, help="langevin: first levels skipped")
-    p.add_argument("--steps", type=int, default=5, help="langevin: steps per level")
-    p.add_argument("--lam", type=float, default=None,
-                   help="langevin: data-consistency weight (default 20); pics: regularisation "
-                        "weight (default 0.5)")
-    p.add_argument("--noise-var", default=None, metavar="V|auto|none",
+    p.add_argument("--eta", type=float, help="fast: share of fresh noise per step")
+    p.add_argument("--cg", type=int, help="fast: CG iterations per level")
+    p.add_argument("--levels", type=int, help="langevin: noise levels N")
+    p.add_argument("--skip", type=int, help="langevin: first levels skipped")
+    p.add_argument("--steps", type=int, help="langevin: steps per level")
+    p.add_argument("--lam", type=float,
+                   help="langevin: data-consistency weight; pics: regularisation weight")
+    p.add_argument("--noise-var", metavar="V|auto|none",
                    help="k-space noise variance per component, in KSP's units, or 'auto' "
                         "(estimated from the outermost sampled k-space) or 'none'. fast: the "
-                        "data step weighs the data against the denoised image by it (default "
-                        "auto; none = plain CG); langevin: the exact-likelihood variant "
-                        "(default none)")
-    p.add_argument("-i", dest="iters", type=int, default=None,
-                   help="pics: iterations (default 50)")
+                        "data step weighs the data against the denoised image by it (none = "
+                        "plain CG; the default for fast is auto); langevin: the exact-likelihood "
+                        "variant")
+    p.add_argument("-i", dest="iters", type=int, help="pics: iterations")
     p.add_argument("--reg-sigma", type=float, default=None,
                    help="pics: noise level of the denoiser in the regulariser (diffusion priors)")
     p.add_argument("--scaling", default="cg",
@@ -81,27 +88,25 @@ def add_arguments(p):
                         "(.h5: fastMRI-style 'reconstruction'; else cfl, slices in dim 13)")
 
 
-# built-in defaults per method, used where neither the command line nor the sidecar gives one
-# fast: noise_var auto (the data step with the estimated noise model) won on every validation
-# case of bench/noise_dc.py (+0.5 to +1.3 dB), so it is the command line's default
-BUILTIN = {"fast": {"chains": 8, "nfe": 30, "sigma_start": None, "noise_var": "auto"},
-           "langevin": {"chains": 10, "lam": 20.0, "noise_var": "none"},
-           "pics": {"lam": 0.5, "iters": 50}}
-
-
 def resolve(args, prior) -> dict:
-    """The settings of ``args.method``: command line, else the prior's ``recon_defaults``, else
-    :data:`BUILTIN`; every number checked."""
+    """The settings of ``args.method`` as library keywords: command line, else the prior's
+    ``recon_defaults``, else the library's (:func:`mriprior.recon.posterior.method_defaults`);
+    every number checked."""
+    from mriprior.recon.posterior import method_defaults
+
     tuned = (prior.recon_defaults or {}).get(args.method, {})
+    library = method_defaults(args.method)
     out = {}
-    for key, builtin in BUILTIN[args.method].items():
-        given = getattr(args, key)
-        out[key] = given if given is not None else tuned.get(key, builtin)
+    for option, key in OPTIONS[args.method].items():
+        given = getattr(args, option)
+        out[key] = given if given is not None else tuned.get(option, library[key])
     if "noise_var" in out:  # a property of the data, never of the prior: not in sidecars
         out["noise_var"] = _noise_var(out["noise_var"])
-    for key in ("chains", "nfe", "iters"):
+    flag = {key: ("-i" if option == "iters" else "--" + option.replace("_", "-"))
+            for option, key in OPTIONS[args.method].items()}
+    for key in ("chains", "nfe", "max_iter", "n_levels", "steps"):
         if key in out and not (isinstance(out[key], int) and out[key] >= 1):
-            raise InputError(f"--{key} must be an integer >= 1, got {out[key]!r}")
+            raise InputError(f"{flag[key]} must be an integer >= 1, got {out[key]!r}")
     if out.get("lam") is not None and not out["lam"] >= 0:
         raise InputError(f"--lam must be >= 0, got {out['lam']!r}")
     if out.get("sigma_start") is not None and not out["sigma_start"] > 0:
@@ -142,27 +147,14 @@ def _noise_var(value):
 def _reconstruct(args, opts, ksp, maps, mask, prior, scaling, progress):
     """The chosen method with the resolved settings: ``(x, std, var, samples, scale)`` (the
     last four but ``scale`` are None for pics)."""
-    from mriprior.recon.posterior import fast_posterior, langevin_posterior, prior_pics
+    from mriprior.recon.posterior import METHODS as FUNCTIONS
 
+    common = dict(mask=mask, scaling=scaling, callback=progress, support=args.support)
     if args.method == "pics":
-        x, scale = prior_pics(ksp, maps, prior, lam=opts["lam"], max_iter=opts["iters"],
-                              mask=mask, scaling=scaling, callback=progress,
-                              support=args.support)
+        x, scale = FUNCTIONS["pics"](ksp, maps, prior, **opts, **common)
         return x, None, None, None, scale
-    keep = args.samples is not None
-    if args.method == "fast":
-        r = fast_posterior(ksp, maps, prior, mask=mask, chains=opts["chains"], nfe=opts["nfe"],
-                           sigma_start=opts["sigma_start"], eta=args.eta, cg_iters=args.cg,
-                           scaling=scaling, seed=args.seed, keep_samples=keep,
-                           callback=progress, support=args.support,
-                           noise_var=opts["noise_var"])
-    else:
-        r = langevin_posterior(ksp, maps, prior, mask=mask, chains=opts["chains"],
-                               n_levels=args.levels, skip=args.skip, steps=args.steps,
-                               lam=opts["lam"], noise_var=opts["noise_var"],
-                               scaling=scaling,
-                               seed=args.seed, keep_samples=keep, callback=progress,
-                               support=args.support)
+    r = FUNCTIONS[args.method](ksp, maps, prior, **opts, **common, seed=args.seed,
+                               keep_samples=args.samples is not None)
     return r.mmse, r.std, r.var, r.samples, r.scale
 
 
@@ -180,8 +172,9 @@ def _run_volume(args, dev):
                          "output holds 'std' itself (cfl output: OUT_std)")
     opts = resolve(args, load_image_prior(args.prior))
     reconstruct_volume(args.kspace, args.output, args.method, prior=args.prior,
-                       chains=opts["chains"], nfe=opts.get("nfe", 30),
-                       noise_var=opts["noise_var"], seed=args.seed, device=dev,
+                       chains=opts["chains"], noise_var=opts["noise_var"],
+                       **({"nfe": opts["nfe"]} if "nfe" in opts else {}), seed=args.seed,
+                       device=dev,
                        progress=volume_progress(args.quiet),
                        log=lambda m: print(m, file=sys.stderr))
 
