@@ -146,7 +146,10 @@ def _streams(mag: torch.Tensor, seed) -> ItemNoise:
     """One noise stream per image: ``seed`` one int per image, or one int for the batch (image
     ``i`` then uses ``derive_seed(seed, i)``, which depends on its place in the batch)."""
     n = mag.shape[0]
-    seeds = [derive_seed(seed, i) for i in range(n)] if isinstance(seed, numbers.Integral) else list(seed)
+    if isinstance(seed, numbers.Integral):
+        seeds = [derive_seed(seed, i) for i in range(n)]
+    else:
+        seeds = list(seed)
     if len(seeds) != n:
         raise InputError(f"got {len(seeds)} seeds for {n} magnitude images")
     return ItemNoise(seeds, mag.device)

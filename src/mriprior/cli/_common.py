@@ -66,6 +66,13 @@ def load_pattern(path: str, layout: BartLayout, dev) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(p.real)).reshape(1, 1, *p.shape[-2:]).to(dev)
 
 
+def check_at_least_one(what: str, **flags) -> None:
+    """InputError naming the first ``flag=value`` (``None``: not given) that is below 1."""
+    for flag, v in flags.items():
+        if v is not None and not v >= 1:
+            raise InputError(f"{flag} {v}: {what} must be >= 1")
+
+
 def parse_sizes(text: str, layout: BartLayout, option: str) -> tuple[int, int]:
     """``N``, ``x:y`` or ``d0:d1:d2`` -> ``(y, x)`` sizes in the slice plane of ``layout``."""
     try:

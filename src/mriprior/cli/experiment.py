@@ -1,4 +1,4 @@
-"""Experiments behind the documentation's tables and figures (``mriprior experiment <name> --help``).
+"""Experiments behind the docs' tables and figures (``mriprior experiment <name> --help``).
 
     mriprior experiment phase --data data/open256-complex --real ../shared/data/brain-8coil-slice \
         --prior src/mriprior/assets/prior-ve-cpu [--cond-prior out/cond-phase-cpu/prior] \
@@ -194,9 +194,10 @@ def _downstream(args) -> None:
     except ValueError:
         raise InputError(f"--seeds {args.seeds!r} / --accels {args.accels!r}: comma-separated "
                          "numbers expected") from None
-    res = run_downstream(args.config, _named(args.source, "--source", "DATASET"), args.test, args.out,
-                         seeds=seeds, accels=accels, n_slices=args.slices, real=args.real,
-                         prior=args.prior, steps=args.train_steps, log=_progress_log())
+    res = run_downstream(args.config, _named(args.source, "--source", "DATASET"), args.test,
+                         args.out, seeds=seeds, accels=accels, n_slices=args.slices,
+                         real=args.real, prior=args.prior, steps=args.train_steps,
+                         log=_progress_log())
     if args.docs:
         _write_docs(args, *table(res, _command()), os.path.join(args.out, "downstream.png"))
 

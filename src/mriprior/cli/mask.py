@@ -45,13 +45,11 @@ def add_arguments(p):
 
 
 def run(args):
+    from mriprior.cli._common import check_at_least_one
     from mriprior.physics.masks import equispaced_1d, uniform_random, variable_density_1d
 
-    for flag, v in (("-Y", args.ny), ("-Z", args.nx)):
-        if v < 1:
-            raise InputError(f"{flag} {v}: size must be >= 1")
-    if not args.accel >= 1:
-        raise InputError(f"--accel {args.accel}: acceleration must be >= 1")
+    check_at_least_one("size", **{"-Y": args.ny, "-Z": args.nx})
+    check_at_least_one("acceleration", **{"--accel": args.accel})
     if args.acs < 0 or args.acs > args.ny or (args.kind == "random" and args.acs > args.nx):
         limit = args.ny if args.kind != "random" else min(args.ny, args.nx)
         raise InputError(f"--acs {args.acs}: must be in 0..{limit} for a {args.ny} x {args.nx} "

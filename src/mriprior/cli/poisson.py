@@ -43,14 +43,12 @@ def add_arguments(p):
 
 
 def run(args):
+    from mriprior.cli._common import check_at_least_one
     from mriprior.physics.masks import poisson_disc, poisson_disc_bart
 
-    for flag, v in (("-Y", args.size_y), ("-Z", args.size_z)):
-        if v < 1:
-            raise InputError(f"{flag} {v}: size must be >= 1")
-    for flag, v in (("-y", args.accel_y), ("-z", args.accel_z), ("--accel", args.accel)):
-        if v is not None and not v >= 1:
-            raise InputError(f"{flag} {v}: acceleration must be >= 1")
+    check_at_least_one("size", **{"-Y": args.size_y, "-Z": args.size_z})
+    check_at_least_one("acceleration", **{"-y": args.accel_y, "-z": args.accel_z,
+                                          "--accel": args.accel})
     if not 0 <= args.calib <= min(args.size_y, args.size_z):
         raise InputError(f"-C {args.calib}: calibration size must be in 0.."
                          f"{min(args.size_y, args.size_z)} (the smaller of -Y and -Z)")

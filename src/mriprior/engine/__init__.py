@@ -20,7 +20,7 @@ from mriprior.engine.checkpoints import (  # noqa: F401
     latest_checkpoint, list_checkpoints, newest_readable_checkpoint, read_checkpoint,
     write_checkpoint, save_checkpoint, resume_point, rng_state, set_rng_state,
 )
-from mriprior.engine.dist import Dist, rank0_lock  # noqa: F401
+from mriprior.engine.dist import Dist, rank0_lock, run_ranked  # noqa: F401
 from mriprior.engine.logger import Logger, check_tensorboard  # noqa: F401
 from mriprior.engine.loop import (  # noqa: F401
     Hooks, git_revision, lr_factor, make_optimizer, run_loop, state_sha256,
@@ -28,5 +28,6 @@ from mriprior.engine.loop import (  # noqa: F401
 
 __all__ = ["latest_checkpoint", "list_checkpoints", "newest_readable_checkpoint",
            "read_checkpoint", "write_checkpoint", "save_checkpoint", "resume_point", "rng_state",
-           "set_rng_state", "Dist", "rank0_lock", "Logger", "check_tensorboard", "Hooks",
+           "set_rng_state", "Dist", "rank0_lock", "run_ranked", "Logger", "check_tensorboard",
+           "Hooks",
            "git_revision", "lr_factor", "make_optimizer", "run_loop", "state_sha256"]

@@ -15,7 +15,7 @@ from mriprior.errors import InputError
 from mriprior.launch import launch_env
 from mriprior.io.files import output_lock
 
-__all__ = ["Dist", "rank0_lock"]
+__all__ = ["Dist", "rank0_lock", "run_ranked"]
 
 
 class Dist:
@@ -60,6 +60,13 @@ class Dist:
         if self.enabled:
             self.dist.barrier()
 
+    def wrap(self, net: torch.nn.Module) -> torch.nn.Module:
+        """``net`` for the training step: DistributedDataParallel when there are several ranks."""
+        if not self.enabled:
+            return net
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        return DDP(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
     def close(self):
         if self.owns_group:
             self.dist.destroy_process_group()
@@ -68,3 +75,14 @@ class Dist:
 def rank0_lock(ctx: Dist, output):
     """The output lock of a training run, taken by rank 0 (mriprior.io.files.output_lock)."""
     return output_lock(output, "training") if ctx.rank == 0 else nullcontext()
+
+
+def run_ranked(device_pref: str, output, fn):
+    """``fn(ctx)`` with this process's :class:`Dist` (process group initialised under torchrun)
+    while rank 0 holds the run folder's lock; the group is closed afterwards."""
+    ctx = Dist(device_pref)
+    try:
+        with rank0_lock(ctx, output):
+            return fn(ctx)
+    finally:
+        ctx.close()

@@ -25,7 +25,7 @@ from mriprior.physics.masks import poisson_disc
 from mriprior.physics.phantom import birdcage_maps, shepp_logan_kspace
 from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
 from mriprior.recon.classical import pics, sense_combine
-from mriprior.experiments.report import save_figure
+from mriprior.experiments.report import display_magnitude, save_figure
 from mriprior.io.files import atomic_write_json
 
 
@@ -108,8 +108,7 @@ def run_demo(out_dir: str, cfg: DemoConfig = DemoConfig(), device="cpu", log=pri
 def _figure(path, ref, recons, results, mask):
     import matplotlib.pyplot as plt
 
-    r = ref[0].abs().cpu().numpy()
-    vmax = float(np.percentile(r, 99.5))
+    r, vmax = display_magnitude(ref)
     n = len(recons) + 1
     fig, ax = plt.subplots(2, n, figsize=(3 * n, 6.8))
     ax[0, 0].imshow(r, cmap="gray", vmin=0, vmax=vmax)

@@ -32,7 +32,7 @@ import torch
 
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write, atomic_write_json
-from mriprior.experiments.report import save_figure
+from mriprior.experiments.report import display_magnitude, save_figure
 
 __all__ = ["build_case", "load_case", "run_prior_demo", "ASSETS"]
 
@@ -165,8 +165,7 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
 def _figure(path, ref, recons, std, results):
     import matplotlib.pyplot as plt
 
-    r = ref[0].abs().cpu().numpy()
-    vmax = float(np.percentile(r, 99.5))
+    r, vmax = display_magnitude(ref)
     n = len(recons) + 2
     fig, ax = plt.subplots(1, n, figsize=(2.9 * n, 3.4))
     ax[0].imshow(r, cmap="gray", vmin=0, vmax=vmax)

@@ -21,6 +21,14 @@ def replace_section(path, head: str, section: str) -> None:
     atomic_write_text(path, text)
 
 
+def display_magnitude(img) -> tuple:
+    """``|img[0]|`` as numpy and its display maximum (the 99.5th percentile)."""
+    import numpy as np
+
+    r = img[0].abs().cpu().numpy()
+    return r, float(np.percentile(r, 99.5))
+
+
 def save_figure(fig, path, dpi: int = 100) -> None:
     """Save a matplotlib figure to ``path`` (PNG) atomically and close it: written to a
     temporary name in the same folder, then renamed, so no half-written figure is left."""

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from mriprior.data.dataset import open_dataset
 from mriprior.data.loader import LoaderState, SliceDataset, make_loader
-from mriprior.engine import (Dist, Hooks, Logger, rank0_lock, resume_point, rng_state, run_loop,
+from mriprior.engine import (Dist, Hooks, Logger, resume_point, rng_state, run_loop, run_ranked,
                              save_checkpoint, set_rng_state)
 from mriprior.errors import InputError
 from mriprior.launch import launch_env
@@ -121,9 +121,8 @@ def train_gan(raw, resume: bool = False, base_dir=".") -> dict:
     cfg = validate_gan_config(raw, base_dir)
     if launch_env().world_size > 1:
         raise InputError("the phase GAN trains in one process: run it without torchrun")
-    ctx = Dist(cfg["train"]["device"])
-    with rank0_lock(ctx, cfg["train"]["output"]):
-        return _GanTrainer(cfg, ctx, resume).run()
+    return run_ranked(cfg["train"]["device"], cfg["train"]["output"],
+                      lambda ctx: _GanTrainer(cfg, ctx, resume).run())
 
 
 def _gan_step(G, D, og, od, bce, x, l1_weight: float):

@@ -57,7 +57,7 @@ from mriprior.diffusion import (EMA, ScoreModel, edm_loss, heldout_dsm_loss, ve_
 from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.diffusion.noise import derive_seed
 from mriprior.engine import (Dist, Hooks, Logger, check_tensorboard, git_revision,
-                             make_optimizer, rank0_lock, resume_point, rng_state, run_loop,
+                             make_optimizer, resume_point, rng_state, run_loop, run_ranked,
                              save_checkpoint, set_rng_state, state_sha256)
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_text
@@ -114,12 +114,8 @@ def train(config, resume: bool = False, *, stop_at: int | None = None) -> dict:
         raise InputError(f"stop_at {stop_at} is not a checkpoint step (train.save_every "
                          f"{tcfg['save_every']})")
     check_tensorboard(tcfg["tensorboard"])
-    ctx = Dist(tcfg["device"])
-    try:
-        with rank0_lock(ctx, tcfg["output"]):
-            return _PriorTrainer(cfg, ctx, resume).run(stop_at)
-    finally:
-        ctx.close()
+    return run_ranked(tcfg["device"], tcfg["output"],
+                      lambda ctx: _PriorTrainer(cfg, ctx, resume).run(stop_at))
 
 
 class _PriorTrainer:
@@ -189,11 +185,7 @@ class _PriorTrainer:
             if ckpt["step"] != self.loader.step:
                 raise InputError(f"{self.ckpt_path}: step {ckpt['step']} disagrees with its "
                                  "loader state")
-        self.model = self.net
-        if self.ctx.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            self.model = DDP(self.net, device_ids=[device.index] if device.type == "cuda"
-                             else None)
+        self.model = self.ctx.wrap(self.net)
         self.is_pixelcnn = cfg["model"]["type"] == "pixelcnn"
         # conditioned on the magnitude (a phase model); a patch prior's condition is its positions
         self.is_cond = bool(cfg["model"].get("cond_channels", 0)) and self.patches is None

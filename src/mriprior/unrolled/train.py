@@ -40,7 +40,7 @@ from torch import nn
 from mriprior.data.dataset import open_dataset
 from mriprior.data.loader import LoaderState, SliceDataset, make_loader
 from mriprior.diffusion.noise import derive_seed
-from mriprior.engine import (Dist, Hooks, Logger, git_revision, make_optimizer, rank0_lock,
+from mriprior.engine import (Dist, Hooks, Logger, git_revision, make_optimizer, run_ranked,
                              resume_point, run_loop, save_checkpoint, state_sha256)
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_bytes, atomic_write_text, weights_and_sidecar
@@ -198,12 +198,8 @@ def train_unrolled(config, resume: bool = False, *, stop_at: int | None = None) 
         cfg = load_unrolled_config(config)
     else:
         cfg = validate_unrolled_config(dict(config), ".")
-    ctx = Dist(cfg["train"]["device"])
-    try:
-        with rank0_lock(ctx, cfg["train"]["output"]):
-            return _UnrolledTrainer(cfg, ctx, resume).run(stop_at)
-    finally:
-        ctx.close()
+    return run_ranked(cfg["train"]["device"], cfg["train"]["output"],
+                      lambda ctx: _UnrolledTrainer(cfg, ctx, resume).run(stop_at))
 
 
 class _UnrolledTrainer:
@@ -247,11 +243,7 @@ class _UnrolledTrainer:
         if ckpt is not None:
             for name, obj in self._states().items():
                 obj.load_state_dict(ckpt[name])
-        self.model = self.net
-        if self.ctx.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            self.model = DDP(self.net, device_ids=[self.device.index]
-                             if self.device.type == "cuda" else None)
+        self.model = self.ctx.wrap(self.net)
 
     def _states(self) -> dict:
         return {"model": self.net, "optimizer": self.opt, "scheduler": self.sched,

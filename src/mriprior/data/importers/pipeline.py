@@ -15,7 +15,8 @@ from mriprior.data.dataset import DatasetWriter, check_output
 from mriprior.errors import InputError
 from mriprior.data.importers.decode import _process, _unspool, _worker, _worker_init
 from mriprior.data.importers.discover import _Skip, _discover
-from mriprior.data.importers.options import EMPTY_FRACTION, FORMATS, HASH_CHARS, SPLITS, _Options, _options
+from mriprior.data.importers.options import (EMPTY_FRACTION, FORMATS, HASH_CHARS, SPLITS,
+                                             _Options, _options)
 from mriprior.data.importers.subjects import load_salt, split_of, subject_hash
 from mriprior.io.files import locks_output
 
