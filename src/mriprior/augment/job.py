@@ -43,6 +43,7 @@ from mriprior.errors import InputError
 from mriprior.launch import launch_env
 from mriprior.io.files import atomic_write, locks_output, work_folder
 from mriprior.priors.export import load_prior, prior_files, prior_kind
+from mriprior.recon.priors import DiffusionPrior
 
 __all__ = ["AugmentSettings", "augment_dataset", "work_dir"]
 
@@ -113,7 +114,6 @@ class _Phaser:
                                  "one trained with a `gan: true` config")
             self.prior = net
         elif settings.method in ("langevin", "conditional"):
-            from mriprior.recon.priors import DiffusionPrior
 
             net, meta = load_prior(settings.prior, device=self.device)
             if prior_kind(meta) != "diffusion":

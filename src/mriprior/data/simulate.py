@@ -49,6 +49,7 @@ from mriprior.physics.phase import (GAMMA_BAR_MHZ_PER_T, check_magnitude, dipole
                                     polynomial_phase, segment, susceptibility_map)
 from mriprior.physics.simulate import (estimate_noise_covariance, simulate_multicoil,
                                        snr_to_sigma)
+from mriprior.io.cfl import COIL_DIM, read_cfl
 
 __all__ = [
     "PhaseModel", "PhaseParams", "sample_params", "slice_seed",
@@ -533,7 +534,6 @@ def noise_covariance_from_cfl(path, n_coils: int | None = None, method: str = "s
     default: receiver noise may carry a DC offset) is reduced to ``n_coils`` coils with
     :func:`reduce_covariance` (``None``: all coils).
     """
-    from mriprior.io.cfl import COIL_DIM, read_cfl
 
     arr = read_cfl(path, squeeze=False)
     samples = np.moveaxis(arr, COIL_DIM, -1).reshape(-1, arr.shape[COIL_DIM])

@@ -47,6 +47,11 @@ from mriprior.unrolled.networks import sense_reduce
 from mriprior.unrolled.synth import Synthesizer, make_mask
 from mriprior.unrolled.train import load_network, load_unrolled_config, train_unrolled
 from mriprior.experiments.report import save_figure
+from mriprior.io.cfl import BartLayout, read_cfl
+from mriprior.physics.espirit import espirit
+from mriprior.recon.classical import pics
+from mriprior.recon.posterior import fast_posterior
+from mriprior.recon.priors import load_image_prior
 
 __all__ = ["run_downstream", "table"]
 
@@ -55,7 +60,6 @@ __all__ = ["run_downstream", "table"]
 
 
 def _real_files(path):
-    from mriprior.io.cfl import BartLayout, read_cfl
 
     k = read_cfl(os.path.join(path, "ksp"))
     layout = BartLayout.from_dims(k.shape, name="ksp")
@@ -99,7 +103,6 @@ def test_cases(test, n_slices, accels, spec, shape=None, real=None, seed=0):
             cases.append({"name": f"{kind} {i}", "kind": kind, "accel": float(a), "ref": ref,
                           "ksp": ksp * mask, "maps": maps, "mask": mask})
     if acq is not None:
-        from mriprior.physics.espirit import espirit
 
         ksp, img = acq
         mask = (ksp.abs().sum(1, keepdim=True) > 0).float()
@@ -131,7 +134,6 @@ def _scores(case, img):
 
 
 def _l1(case, lam):
-    from mriprior.recon.classical import pics
 
     return pics(case["ksp"], case["maps"], "l1", lam, 100, mask=case["mask"], scaling=None)[0]
 
@@ -169,7 +171,6 @@ def _evaluate(cases, lam, lam_acq, ip, loaded, shown, rows, images, log):
         outs = {"zero-filled": sense_reduce(c["ksp"], c["maps"]),
                 "L1-wavelet": _l1(c, lam.get(c["accel"], lam_acq))}
         if ip is not None:
-            from mriprior.recon.posterior import fast_posterior
             outs["prior (fast MMSE)"] = fast_posterior(c["ksp"], c["maps"], ip, mask=c["mask"],
                                                        chains=2, nfe=30, seed=ci).mmse
         for (name, s), net in loaded.items():
@@ -223,7 +224,6 @@ def run_downstream(config, sources: dict, test, out, seeds=(0, 1), accels=(4.0, 
     loaded = {key: load_network(p)[0] for key, p in nets.items()}
     ip = None
     if prior:
-        from mriprior.recon.priors import load_image_prior
         ip = load_image_prior(prior)
     # figure: the first simulated case at the highest R, and the last case if it is real
     shown = {next(i for i, c in enumerate(cases)

@@ -38,6 +38,9 @@ from mriprior.io.files import atomic_write_json
 from mriprior.experiments.phase_stats import (_wrap, comparison_mask, load_reference,
                                               radial_spectrum)
 from mriprior.experiments.report import save_figure
+from mriprior.data.dataset import open_dataset
+from mriprior.priors.export import load_prior
+from mriprior.recon.priors import DiffusionPrior
 
 __all__ = ["phase_error", "spectrum_distance", "run_phase_eval", "table"]
 
@@ -63,7 +66,6 @@ def spectrum_distance(est: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) 
 
 
 def _cases(data, n_slices, real):
-    from mriprior.data.dataset import open_dataset
 
     refs, names = [], []
     if data is not None:
@@ -107,8 +109,6 @@ def run_phase_eval(out_dir, data=None, real=None, prior=None, cond_prior=None, g
                    device="cpu", log=print) -> dict:
     """Evaluate every available method on every case; ``samples`` draws per method and case
     (numbers averaged over them). Returns (and writes) the results dict."""
-    from mriprior.priors.export import load_prior
-    from mriprior.recon.priors import DiffusionPrior
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

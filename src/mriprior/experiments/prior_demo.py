@@ -33,6 +33,17 @@ import torch
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write, atomic_write_json
 from mriprior.experiments.report import display_magnitude, save_figure
+from mriprior.data.dataset import open_dataset
+from mriprior.io.cfl import write_cfl
+from mriprior.metrics import evaluate
+from mriprior.physics.espirit import espirit
+from mriprior.physics.fft import fft2c
+from mriprior.physics.masks import poisson_disc
+from mriprior.physics.phantom import birdcage_maps
+from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
+from mriprior.recon.classical import pics, sense_combine
+from mriprior.recon.posterior import credibility_map, fast_posterior
+from mriprior.recon.priors import load_image_prior
 
 __all__ = ["build_case", "load_case", "run_prior_demo", "ASSETS"]
 
@@ -46,11 +57,6 @@ def build_case(dataset, out, index: int | None = None, accel: float = 8.0, calib
     """Make the demo case from a complex dataset's test slice and write it atomically to ``out``
     (.npz). ``index`` defaults to the open corpus's dipy T1 coronal slice (256 x 256, test split),
     else the middle slice of the largest test source."""
-    from mriprior.data.dataset import open_dataset
-    from mriprior.physics.fft import fft2c
-    from mriprior.physics.masks import poisson_disc
-    from mriprior.physics.phantom import birdcage_maps
-    from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
 
     ds = open_dataset(dataset)
     if ds.kind != "complex":
@@ -105,12 +111,6 @@ def load_case(path=DEFAULT_CASE):
 def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int = 4,
                    nfe: int = 30, lambda_l1: float = 0.005, seed: int = 0, device="cpu",
                    noise_var="auto", log=print) -> dict:
-    from mriprior.io.cfl import write_cfl
-    from mriprior.metrics import evaluate
-    from mriprior.physics.espirit import espirit
-    from mriprior.recon.classical import pics, sense_combine
-    from mriprior.recon.posterior import credibility_map, fast_posterior
-    from mriprior.recon.priors import load_image_prior
 
     t0 = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)

@@ -30,6 +30,7 @@ from mriprior.physics.masks import poisson_disc, variable_density_1d
 from mriprior.physics.phantom import birdcage_maps
 from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
 from mriprior.recon.posterior import interval_radius
+from mriprior.recon.posterior import estimate_noise_var
 
 __all__ = ["PATTERNS", "make_mask", "simulated_case", "real_case", "pick_slices", "complex_lsq",
            "magnitude_lsq", "score", "uncertainty"]
@@ -138,7 +139,6 @@ def uncertainty(case, r):
     of :func:`~mriprior.recon.posterior.estimate_noise_var`, added in quadrature)."""
     from scipy.stats import spearmanr, t as student_t
 
-    from mriprior.recon.posterior import estimate_noise_var
 
     ref = case.get("ref_complex", case["ref"])
     n = r.samples.shape[1]

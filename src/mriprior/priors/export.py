@@ -45,6 +45,7 @@ from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_bytes, atomic_write_text, weights_and_sidecar
 from mriprior.priors.networks import network_from_config
+from mriprior.io.files import DIR_MODE, check_replaceable
 
 __all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "prior_files",
            "prior_kind",
@@ -367,7 +368,6 @@ def export_folder(prior, out) -> Path:
 
     from safetensors import safe_open
 
-    from mriprior.io.files import check_replaceable
 
     weights, _ = prior_files(prior)
     meta = portable(read_sidecar(prior))
@@ -385,7 +385,6 @@ def export_folder(prior, out) -> Path:
         (tmp / FOLDER_FILES[1]).write_text(json.dumps(meta, indent=1) + "\n")
         (tmp / "README.md").write_text(_model_card(name, meta, hashlib.sha256(data).hexdigest(),
                                                    n_params))
-        from mriprior.io.files import DIR_MODE
         os.chmod(tmp, DIR_MODE)
         if out.exists():
             shutil.rmtree(out)

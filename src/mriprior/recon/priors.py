@@ -42,6 +42,10 @@ import torch.nn.functional as F
 
 from mriprior.diffusion.schedules import ve_sigmas
 from mriprior.errors import InputError
+from mriprior.diffusion.losses import PARAMETRISATIONS, ScoreModel
+from mriprior.diffusion.schedules import BETA_MAX, BETA_MIN, vp_sigma
+from mriprior.priors.export import load_prior, prior_kind
+from mriprior.priors.pixelcnn import image_nll
 
 __all__ = ["ImagePrior", "DiffusionPrior", "GaussianPrior", "PixelCNNPrior", "load_image_prior"]
 
@@ -112,7 +116,6 @@ class DiffusionPrior(ImagePrior):
     def __init__(self, net: torch.nn.Module, meta: dict, reg_sigma: float | None = None,
                  max_batch: int | None = None):
         super().__init__()
-        from mriprior.diffusion.losses import PARAMETRISATIONS, ScoreModel
 
         if meta.get("parametrisation") not in PARAMETRISATIONS:
             raise InputError(f"prior parametrisation {meta.get('parametrisation')!r} is not a "
@@ -124,7 +127,6 @@ class DiffusionPrior(ImagePrior):
         if diff["type"] in ("ve", "edm"):
             self.sigma_min, self.sigma_max = float(diff["sigma_min"]), float(diff["sigma_max"])
         else:  # VP in the VE-like form: sigma(t) over t in [1e-3, 1]
-            from mriprior.diffusion.schedules import BETA_MAX, BETA_MIN, vp_sigma
             b0, b1 = diff.get("beta_min", BETA_MIN), diff.get("beta_max", BETA_MAX)
             self.sigma_min = float(vp_sigma(torch.tensor(1e-3), b0, b1))
             self.sigma_max = float(vp_sigma(torch.tensor(1.0), b0, b1))
@@ -160,7 +162,6 @@ class DiffusionPrior(ImagePrior):
 
     def _net_score(self, v: torch.Tensor, sigma: float) -> torch.Tensor:
         """Score of the network's own variable (complex image, or real magnitude)."""
-        from mriprior.diffusion.losses import ScoreModel
 
         h, w = v.shape[-2:]
         cond = self.cond
@@ -261,7 +262,6 @@ class PixelCNNPrior(ImagePrior):
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """NLL in nats per batch item (maps summed)."""
-        from mriprior.priors.pixelcnn import image_nll
 
         imgs, shape = _as_images(x)
         imgs = imgs.to(self.device)
@@ -274,7 +274,6 @@ class PixelCNNPrior(ImagePrior):
 def load_image_prior(path, device=None, reg_sigma: float | None = None,
                      max_batch: int | None = None) -> ImagePrior:
     """Load an exported prior (``NAME.safetensors`` + ``NAME.json``) as an :class:`ImagePrior`."""
-    from mriprior.priors.export import load_prior, prior_kind
 
     net, meta = load_prior(path, device=device)
     if prior_kind(meta) == "pixelcnn" or meta.get("parametrisation") == "nll":

@@ -47,6 +47,7 @@ from mriprior.io.files import atomic_write, atomic_write_bytes, locks_output, wo
 from mriprior.physics.espirit import espirit
 from mriprior.physics.crop import centre_crop
 from mriprior.physics.fft import fftnc, ifftnc
+from mriprior.priors.export import prior_files, read_sidecar
 
 __all__ = ["reconstruct_volume", "crop_readout", "METHODS"]
 
@@ -139,7 +140,6 @@ def reconstruct_volume(src, out, method: str = "pics", *, prior=None, lam: float
     vol = read_fastmri(src)
     try:
         if isinstance(prior, (str, os.PathLike)):
-            from mriprior.priors.export import prior_files, read_sidecar
             from mriprior.recon.priors import load_image_prior
             settings["prior"] = str(prior_files(prior)[0].name)
             settings["prior_step"] = read_sidecar(prior).get("step")

@@ -1,4 +1,7 @@
-"""Decoding one unit (a file or a DICOM series) into slices, in worker processes when asked."""
+"""Decoding one unit (a file or a DICOM series) into slices, in worker processes when asked.
+
+The readers and torch are imported inside the decoders that need them, so that ``mriprior data
+import --help`` and the spawned workers do not pay for what they do not use."""
 
 from __future__ import annotations
 
