@@ -57,6 +57,7 @@ class ImagePrior:
     sigma_max: float | None = None
     reg_sigma: float | None = None
     reg_lipschitz: float = 1.0  # Lipschitz bound of reg_grad, sets prior_pics' default step
+    sigma_data: float | None = None  # the data's per-component std, where the prior knows it
 
     def __init__(self):
         self.nfe = 0
@@ -131,6 +132,8 @@ class DiffusionPrior(ImagePrior):
             self.sigma_min = float(vp_sigma(torch.tensor(1e-3), b0, b1))
             self.sigma_max = float(vp_sigma(torch.tensor(1.0), b0, b1))
         self.reg_sigma = float(reg_sigma) if reg_sigma is not None else 2 * self.sigma_min
+        if diff.get("sigma_data") is not None:
+            self.sigma_data = float(diff["sigma_data"])
         self.channels = int(getattr(net, "config", {}).get("in_channels", 2))
         if self.channels not in (1, 2):
             raise InputError(f"prior network has {self.channels} input channels; expected 2 "
@@ -218,6 +221,7 @@ class GaussianPrior(ImagePrior):
         if not var > 0:
             raise InputError(f"GaussianPrior variance must be positive, got {var}")
         self.mean, self.var = mean, float(var)
+        self.sigma_data = math.sqrt(self.var)
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.reg_sigma = reg_sigma
         self.reg_lipschitz = 1.0 if reg_sigma is not None else 1.0 / self.var
