@@ -71,7 +71,8 @@ def test_scaling_the_data_scales_the_result(case):
 
 @pytest.mark.parametrize("method,extra", [("langevin", ["--levels", "6", "--skip", "2",
                                                         "--steps", "1", "--chains", "2"]),
-                                          ("pics", ["-i", "5", "--lam", "0.3"])])
+                                          ("pics", ["-i", "5", "--lam", "0.3"]),
+                                          ("fast", ["--draws", "--chains", "2", "--nfe", "3"])])
 def test_other_methods(case, method, extra):
     out = case / method
     assert _run(case, "--method", method, *extra, str(out)) == 0
@@ -115,7 +116,8 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
         return rc, capsys.readouterr().err
 
     rc, err = run()
-    assert rc == 0 and "fast (chains 2, nfe 3, sigma_start 0.3, eta 0.85, cg_iters 5, noise_var auto)" in err
+    assert rc == 0 and ("fast (chains 2, nfe 3, sigma_start 0.3, eta 0.85, cg_iters 5, "
+                        "noise_var auto, draws False)") in err
     assert "3 network evaluations" in err
     rc, err = run("--nfe", "2")
     assert rc == 0 and "nfe 2" in err and "sigma_start 0.3" in err

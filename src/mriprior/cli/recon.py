@@ -36,7 +36,7 @@ METHODS = ("fast", "langevin", "pics")
 
 # per method: the command-line options it takes -> the keyword of its library function
 OPTIONS = {"fast": {"chains": "chains", "nfe": "nfe", "sigma_start": "sigma_start", "eta": "eta",
-                    "cg": "cg_iters", "noise_var": "noise_var"},
+                    "cg": "cg_iters", "noise_var": "noise_var", "draws": "draws"},
            "langevin": {"chains": "chains", "levels": "n_levels", "skip": "skip",
                         "steps": "steps", "lam": "lam", "noise_var": "noise_var"},
            "pics": {"lam": "lam", "iters": "max_iter"}}
@@ -54,6 +54,9 @@ def add_arguments(p):
                    help="fast: noise level of the start (default: the prior's sigma_max)")
     p.add_argument("--eta", type=float, help="fast: share of fresh noise per step")
     p.add_argument("--cg", type=int, help="fast: CG iterations per level")
+    p.add_argument("--draws", action="store_true", default=None,
+                   help="fast: every step draws from its data step's posterior (calibrated "
+                        "--std / --flag; the MMSE of few chains is a little noisier)")
     p.add_argument("--levels", type=int, help="langevin: noise levels N")
     p.add_argument("--skip", type=int, help="langevin: first levels skipped")
     p.add_argument("--steps", type=int, help="langevin: steps per level")
@@ -171,6 +174,8 @@ def _run_volume(args, dev):
         raise InputError("--std/--var/--samples/--flag/-p apply to cfl slices; a volume's .h5 "
                          "output holds 'std' itself (cfl output: OUT_std)")
     opts = resolve(args, load_image_prior(args.prior))
+    if opts.get("draws"):
+        raise InputError("--draws applies to cfl slices (volumes use the default chains)")
     reconstruct_volume(args.kspace, args.output, args.method, prior=args.prior,
                        chains=opts["chains"], noise_var=opts["noise_var"],
                        **({"nfe": opts["nfe"]} if "nfe" in opts else {}), seed=args.seed,

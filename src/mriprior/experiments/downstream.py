@@ -60,7 +60,6 @@ __all__ = ["run_downstream", "table"]
 
 
 def _real_files(path):
-
     k = read_cfl(os.path.join(path, "ksp"))
     layout = BartLayout.from_dims(k.shape, name="ksp")
     ksp = torch.from_numpy(np.ascontiguousarray(layout.to_torch(k, max_dim=3)))[None]
@@ -134,7 +133,6 @@ def _scores(case, img):
 
 
 def _l1(case, lam):
-
     return pics(case["ksp"], case["maps"], "l1", lam, 100, mask=case["mask"], scaling=None)[0]
 
 

@@ -66,7 +66,6 @@ def spectrum_distance(est: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) 
 
 
 def _cases(data, n_slices, real):
-
     refs, names = [], []
     if data is not None:
         ds = open_dataset(data)

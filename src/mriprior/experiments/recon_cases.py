@@ -139,7 +139,6 @@ def uncertainty(case, r):
     of :func:`~mriprior.recon.posterior.estimate_noise_var`, added in quadrature)."""
     from scipy.stats import spearmanr, t as student_t
 
-
     ref = case.get("ref_complex", case["ref"])
     n = r.samples.shape[1]
     inside = ref.abs() > 0.1 * ref.abs().max()

@@ -43,9 +43,10 @@ import torch
 
 from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.errors import InputError
-from mriprior.io.files import atomic_write_bytes, atomic_write_text, weights_and_sidecar
+from mriprior.io.files import (DIR_MODE, atomic_write_bytes, atomic_write_text,
+                               check_replaceable, weights_and_sidecar)
 from mriprior.priors.networks import network_from_config
-from mriprior.io.files import DIR_MODE, check_replaceable
+
 
 __all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "prior_files",
            "prior_kind",
@@ -89,8 +90,6 @@ def _check_recon_defaults(rd, where: str) -> None:
                 raise InputError(f"{where}: recon_defaults.{method}.{k} must be "
                                  f"{'an integer >=' if kind is int else 'a number >'} {lo}, "
                                  f"got {v!r}")
-
-
 
 
 def _check_meta(meta: dict, where: str) -> None:
@@ -266,7 +265,6 @@ def load_prior(path, device=None) -> tuple[torch.nn.Module, dict]:
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-
     weights, sidecar = _paths(path)
     meta = read_sidecar(path)
     try:
@@ -367,7 +365,6 @@ def export_folder(prior, out) -> Path:
     import tempfile
 
     from safetensors import safe_open
-
 
     weights, _ = prior_files(prior)
     meta = portable(read_sidecar(prior))

@@ -169,8 +169,6 @@ def _finish(groups, opts: _Options):
     return slices, n_empty, skips
 
 
-
-
 def _process(unit: _Unit, opts: _Options):
     """Decode one unit: ``(slices, n_empty, skips)``; failures become skips, never raise
     (except KeyboardInterrupt / SystemExit, which abort the import)."""

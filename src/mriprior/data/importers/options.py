@@ -9,7 +9,6 @@ import math
 from mriprior.errors import InputError
 
 
-
 FORMATS = ("dicom", "nifti", "image", "fastmri", "cfl")
 RESIZE_MODES = ("fit", "crop", "none")
 NORMALIZE_MODES = ("max", "p99", "none")
