@@ -4,6 +4,7 @@ seeds, on the held-out cases of the GPU-evaluation pack.
 
     python bench/uncertainty.py --pack .gpu-eval --real ../shared/data/brain-8coil-slice
     python bench/uncertainty.py --report-only        # the docs section from the JSON
+    python bench/uncertainty.py --measure --pack .gpu-eval --prior bundled   # see below
 
 Protocol: the bundled prior with the settings its sidecar records (`recon_defaults`, tuned on
 the validation slices: sigma_start, NFE), the noise-model data step (`noise_var="auto"`),
@@ -11,7 +12,10 @@ the validation slices: sigma_start, NFE), the noise-model data step (`noise_var=
 1D R 5 case (`experiments.recon_cases.simulated_case`, validation seeds 100 + j, test seeds j),
 and the real 8-coil slice. Per case: PSNR / SSIM of the MMSE, Spearman(std, |error|) and the
 90 % interval coverage inside the object (`experiments.recon_cases.uncertainty`). Nothing is
-tuned here: the choice between the two is read off the validation rows. Writes
+tuned here: the choice between the two is read off the validation rows. The draws' local
+variance is the prior's measured denoising error: ``--measure`` computes the held-out denoising
+loss at 12 levels on the pack's validation slices and writes it into the prior's sidecar
+(``denoising_error``, :func:`mriprior.priors.export.set_denoising_error`). Writes
 bench/results/uncertainty.json (per case, resumable) and the section of docs/benchmarks.md.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -26,9 +31,11 @@ import time
 import numpy as np
 import torch
 
+from mriprior.diffusion.losses import heldout_dsm_loss
 from mriprior.experiments.recon_cases import real_case, score, simulated_case, uncertainty
 from mriprior.experiments.report import replace_section
 from mriprior.io.files import atomic_write_json
+from mriprior.priors.export import set_denoising_error
 from mriprior.recon.posterior import fast_posterior
 from mriprior.recon.priors import load_image_prior
 
@@ -36,6 +43,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results", "uncertainty.json")
 TITLE = "## Calibrated uncertainty: posterior draws in the fast sampler (`bench/uncertainty.py`)"
 VARIANTS = {"means": {}, "draws": {"draws": True}}
+
+
+def measure(a) -> None:
+    """The prior's held-out denoising loss per level on the validation slices, into its
+    sidecar."""
+    z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
+    prior = load_image_prior(a.prior)
+    val = torch.from_numpy(z["val"])
+    x = torch.stack([val.real, val.imag], 1).float()
+    sigmas = torch.exp(torch.linspace(math.log(prior.sigma_min / 2), math.log(prior.sigma_max),
+                                      12, dtype=torch.float64)).tolist()
+    with torch.no_grad():
+        loss = heldout_dsm_loss(prior.model.scaled_score, x, sigmas, seed=0).tolist()
+    path = set_denoising_error(a.prior, sigmas, loss,
+                               f"{len(val)} validation slices of {a.pack} (bench/uncertainty.py "
+                               "--measure)")
+    print(f"wrote denoising_error to {path}: " + ", ".join(
+        f"{s:.3g}: {v:.3f}" for s, v in zip(sigmas, loss)))
 
 
 def run(a) -> dict:
@@ -113,8 +138,13 @@ def main(argv=None):
     p.add_argument("--real", default=None)
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--measure", action="store_true",
+                   help="write the prior's denoising error on the validation slices, then stop")
     p.add_argument("--docs", default=os.path.join(HERE, "..", "docs", "benchmarks.md"))
     a = p.parse_args(argv)
+    if a.measure:
+        measure(a)
+        return 0
     res = json.load(open(OUT)) if a.report_only else run(a)
     cmd = "python bench/uncertainty.py " + " ".join(sys.argv[1:])
     section = report(res, cmd if not a.report_only else res.get("command", cmd))

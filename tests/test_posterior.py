@@ -380,3 +380,29 @@ def test_fast_sampler_draws_sample_the_gaussian_posterior():
     assert float(means_only.var.mean()) / var < 0.6
     with pytest.raises(InputError, match="draws needs noise_var"):
         fast_posterior(y, maps, prior, draws=True, **{**kw, "noise_var": None})
+
+
+def test_local_variance_from_the_measured_denoising_error(tmp_path):
+    """The draws' local variance: the sidecar's held-out denoising loss (log-log interpolated,
+    held at its ends, at most sigma^2), else the Gaussian-data value from sigma_data."""
+    from mriprior.priors.export import load_prior, read_sidecar, save_prior, set_denoising_error
+    from mriprior.priors.networks import network_from_config
+
+    torch.manual_seed(0)
+    net = network_from_config({"type": "unet", "base_channels": 8, "channel_mults": [1, 2],
+                               "num_res_blocks": 1, "attention_levels": []})
+    meta = {"network": net.config, "parametrisation": "edm",
+            "diffusion": {"type": "edm", "sigma_data": 0.3, "sigma_min": 0.01, "sigma_max": 1.0,
+                          "p_mean": -3.0, "p_std": 1.4},
+            "data": {"channels": "complex"}}
+    save_prior(tmp_path / "p", net, meta)
+    prior = DiffusionPrior(*load_prior(tmp_path / "p"))
+    assert math.isclose(prior.local_variance(0.3), 0.09 * 0.09 / 0.18)  # Gaussian data, sd 0.3
+    set_denoising_error(tmp_path / "p", [0.01, 0.1, 1.0], [0.4, 0.1, 0.02], "test")
+    assert read_sidecar(tmp_path / "p")["denoising_error"]["loss"] == [0.4, 0.1, 0.02]
+    prior = DiffusionPrior(*load_prior(tmp_path / "p"))
+    assert math.isclose(prior.local_variance(0.1), 0.01 * 0.1)
+    assert math.isclose(prior.local_variance(math.sqrt(0.1)), 0.1 * math.sqrt(0.1 * 0.02))
+    assert math.isclose(prior.local_variance(0.001), 1e-6 * 0.4)  # held at the ends
+    with pytest.raises(InputError, match="denoising_error"):
+        set_denoising_error(tmp_path / "p", [0.1, 0.01], [0.4, 0.1], "test")

@@ -20,6 +20,12 @@ The sidecar says everything needed to rebuild and use the prior::
 `mriprior recon` uses where the command line gives none (:func:`set_recon_defaults` writes
 them into an existing sidecar).
 
+``denoising_error`` (diffusion priors, optional): ``{"sigmas": [..], "loss": [..], "measured_on":
+".."}``, the held-out denoising loss per noise level (:func:`~mriprior.diffusion.losses.
+heldout_dsm_loss`: the denoiser's mean squared error per component relative to ``sigma^2``),
+written by training (its last held-out evaluation) or by :func:`set_denoising_error`; the fast
+sampler's posterior draws use it as the variance of the clean image given a noisy one.
+
 An explicit-likelihood PixelCNN++ prior (:mod:`mriprior.priors.pixelcnn`) has instead of
 ``diffusion`` (fields from :func:`~mriprior.priors.pixelcnn.likelihood_meta`)::
 
@@ -48,7 +54,8 @@ from mriprior.io.files import (DIR_MODE, atomic_write_bytes, atomic_write_text,
 from mriprior.priors.networks import network_from_config
 
 
-__all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults", "prior_files",
+__all__ = ["save_prior", "load_prior", "read_sidecar", "set_recon_defaults",
+           "set_denoising_error", "prior_files",
            "prior_kind",
            "export_folder", "user_prior_dir", "portable", "FORMAT",
            "VERSION", "RECON_DEFAULT_KEYS"]
@@ -111,6 +118,8 @@ def _check_meta(meta: dict, where: str) -> None:
                          f"{net_type!r}")
     if "recon_defaults" in meta:
         _check_recon_defaults(meta["recon_defaults"], where)
+    if "denoising_error" in meta:
+        _check_denoising_error(meta["denoising_error"], where)
     if kind == "diffusion":
         diff = meta["diffusion"]
         dtype = diff.get("type") if isinstance(diff, dict) else None
@@ -247,6 +256,29 @@ def read_sidecar(path) -> dict:
                          f"version {meta.get('version')!r})")
     _check_meta(meta, str(sidecar))
     return meta
+
+
+def _check_denoising_error(de, where: str) -> None:
+    ok = (isinstance(de, dict) and isinstance(de.get("sigmas"), list)
+          and isinstance(de.get("loss"), list) and len(de["sigmas"]) == len(de["loss"]) >= 1
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+                  for v in de["sigmas"] + de["loss"])
+          and all(a < b for a, b in zip(de["sigmas"], de["sigmas"][1:])))
+    if not ok:
+        raise InputError(f"{where}: denoising_error must be {{'sigmas': [increasing positive "
+                         "numbers], 'loss': [as many positive numbers]}}")
+
+
+def set_denoising_error(path, sigmas, loss, measured_on: str) -> Path:
+    """Write the held-out denoising loss per noise level (see the module docstring) into the
+    sidecar of the prior ``path``; checked first, written atomically."""
+    _, sidecar = _paths(path)
+    meta = read_sidecar(path)
+    meta["denoising_error"] = {"sigmas": [float(s) for s in sigmas],
+                               "loss": [float(v) for v in loss], "measured_on": measured_on}
+    _check_meta(meta, str(sidecar))
+    atomic_write_text(sidecar, json.dumps(meta, indent=1))
+    return sidecar
 
 
 def set_recon_defaults(path, defaults: dict) -> Path:

@@ -131,6 +131,7 @@ class _PriorTrainer:
         self._open_data(ckpt)
         self._build(ckpt)
         self.meta = self._prior_meta()
+        self.denoising_error = None  # the last held-out losses, for the exported sidecar
 
     # -- set-up --------------------------------------------------------------------------------
     def _open_data(self, ckpt):
@@ -270,8 +271,9 @@ class _PriorTrainer:
     def export(self, step: int) -> Path:
         self.export_net.load_state_dict({k: v.cpu() for k, v in self.net.state_dict().items()})
         self.ema.copy_to(self.export_net)
+        extra = {"denoising_error": self.denoising_error} if self.denoising_error else {}
         weights, _ = save_prior(self.output / "prior", self.export_net,
-                                {**self.meta, "step": step})
+                                {**self.meta, **extra, "step": step})
         return weights
 
     def save(self, step: int) -> Path:
@@ -313,6 +315,11 @@ class _PriorTrainer:
                 losses = heldout_dsm_loss(score.scaled_score, x, hcfg["sigmas"],
                                           seed=self.cfg["train"]["seed"])
                 result = {f"{s:g}": float(v) for s, v in zip(hcfg["sigmas"], losses)}
+                pairs = sorted(dict(zip(hcfg["sigmas"], losses.tolist())).items())
+                self.denoising_error = {"sigmas": [s for s, _ in pairs],
+                                        "loss": [v for _, v in pairs],
+                                        "measured_on": f"{len(x)} held-out images "
+                                                       f"({hcfg['split']} split), step {step}"}
             self._sample_grid(whole, step)
         net.train(was_training)
         return result

@@ -370,9 +370,11 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
     ``draws`` (needs ``noise_var``): every step draws the chain from the Gaussian posterior of
     its data step instead of taking its mean, ``N(d, (A^H A / nv + 1 / c^2)^-1)`` by
     perturb-and-MAP (the same CG solve with the data and the denoised image perturbed by their
-    own noise), with ``c^2 = s^2 sd^2 / (s^2 + sd^2)`` the variance of the clean image given the
-    noisy one for data of per-component std ``sd`` (the prior's ``sigma_data``, else the start
-    image's RMS per component), and renoises the draw with fresh noise (``eta`` = 1). For a
+    own noise), with ``c^2`` the variance of the clean image given the noisy one
+    (:meth:`~mriprior.recon.priors.ImagePrior.local_variance`: the prior's measured denoising
+    error, else ``s^2 sd^2 / (s^2 + sd^2)`` for data of per-component std ``sd``, the prior's
+    ``sigma_data`` or the start image's RMS), and renoises the draw with fresh noise (``eta`` =
+    1). For a
     Gaussian prior this samples the posterior (tested: variance within a few % of it, where the
     means-only chains reach 0.4-0.7 of it), so its spread is the uncertainty; the mean of a few
     draws is noisier than that of the means-only chains (4 chains: + posterior variance / 4).
@@ -391,13 +393,16 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
     x = x0 + sig[0] * randn_like(x0, g)
     nfe0 = prior.nfe
     d = x0
-    sd2 = (prior.sigma_data if prior.sigma_data is not None
-           else float(x0.abs().square().mean() / 2) ** 0.5) ** 2
+    sd2 = float(x0.abs().square().mean() / 2)  # data of this RMS: where the prior knows nothing
+
+    def local_variance(s):  # of the clean image given the noisy one at level s
+        c2 = prior.local_variance(s)
+        return c2 if c2 is not None else s * s * sd2 / (s * s + sd2)
     for i, s in enumerate(sig):
         den = x + (s * s) * prior.score(x, s)  # Tweedie: E[x0 | x]
         d = den
         if cg_iters and nv is not None:  # MAP of the data and N(den, c^2): weight nv / c^2
-            c2 = s * s * sd2 / (s * s + sd2) if draws else s * s
+            c2 = local_variance(s) if draws else s * s
             w = nv / c2
             normal = lambda v, w=w: prob.op.normal(v) + w * v  # noqa: E731
             d = conjugate_gradient(normal, prob.adj_y + w * den, x0=den, max_iter=cg_iters)

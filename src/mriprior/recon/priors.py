@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -80,6 +81,21 @@ class ImagePrior:
             raise InputError(f"number of noise levels must be >= 1, got {n}")
         return ve_sigmas(n, lo, hi, append_zero=False) if n > 1 else torch.tensor(
             [lo], dtype=torch.float64)
+
+    def local_variance(self, sigma: float) -> float | None:
+        """Variance per component of the clean image given one at noise level ``sigma``: the
+        sidecar's measured ``denoising_error`` (interpolated in log-log, held at its ends),
+        else that of data with std ``sigma_data`` (``sigma^2 sd^2 / (sigma^2 + sd^2)``), else
+        None (unknown)."""
+        de = getattr(self, "denoising_error", None)
+        if de:
+            rel = math.exp(float(np.interp(math.log(sigma), np.log(de["sigmas"]),
+                                           np.log(de["loss"]))))
+            return sigma * sigma * min(rel, 1.0)
+        if self.sigma_data is not None:
+            sd2 = self.sigma_data ** 2
+            return sigma * sigma * sd2 / (sigma * sigma + sd2)
+        return None
 
     def score_fn(self):
         """The score as a sampler's ``score_fn(x, sigma)`` (``sigma`` a ``(batch,)`` tensor of one
@@ -134,6 +150,7 @@ class DiffusionPrior(ImagePrior):
         self.reg_sigma = float(reg_sigma) if reg_sigma is not None else 2 * self.sigma_min
         if diff.get("sigma_data") is not None:
             self.sigma_data = float(diff["sigma_data"])
+        self.denoising_error = meta.get("denoising_error")
         self.channels = int(getattr(net, "config", {}).get("in_channels", 2))
         if self.channels not in (1, 2):
             raise InputError(f"prior network has {self.channels} input channels; expected 2 "
