@@ -136,7 +136,10 @@ def uncertainty(case, r):
     of ``|a sample|``. The real reference is itself a noisy
     full-data reconstruction: ``coverage90_ref_noise`` also widens the interval by the
     reference's own noise (``1.645 |a| sqrt(v)``, ``v`` the k-space noise variance per component
-    of :func:`~mriprior.recon.posterior.estimate_noise_var`, added in quadrature)."""
+    of :func:`~mriprior.recon.posterior.estimate_noise_var`, added in quadrature).
+    ``spearman_if_calibrated``: Spearman between the std map and errors drawn from it (circular
+    complex Gaussian, a fixed draw): the value a perfectly calibrated map of this spread would
+    reach, so a low Spearman can be told apart from a map with little spread."""
     from scipy.stats import spearmanr, t as student_t
 
     ref = case.get("ref_complex", case["ref"])
@@ -156,7 +159,12 @@ def uncertainty(case, r):
         wide = torch.sqrt(radius.square() + (1.6449 * ref_noise) ** 2)
         out["coverage90_ref_noise"] = float((err[inside] <= wide[inside]).float().mean())
         out["error"] = "magnitude"
-    rho = float(spearmanr(s[inside].cpu().numpy().ravel(), err[inside].cpu().numpy().ravel())[0])
-    out["spearman_std_err"] = rho
+    s_in = s[inside].cpu().numpy().ravel()
+    out["spearman_std_err"] = float(spearmanr(s_in, err[inside].cpu().numpy().ravel())[0])
+    # the same statistic if the errors really had this std (complex Gaussian, a fixed draw): how
+    # much of the Spearman target the map's spread allows at all
+    g = np.random.default_rng(0)
+    ray = np.abs(g.standard_normal(s_in.shape) + 1j * g.standard_normal(s_in.shape))
+    out["spearman_if_calibrated"] = float(spearmanr(s_in, s_in * ray)[0])
     out["coverage90"] = float((err[inside] <= radius[inside]).float().mean())
     return out
