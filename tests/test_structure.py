@@ -7,9 +7,9 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mriprior"
-# docs/design.md: errors, launch -> io -> physics -> metrics -> data -> diffusion -> engine ->
+# docs/design.md: errors, launch, seeds -> io -> physics -> metrics -> data -> diffusion -> engine ->
 # priors -> recon -> augment / unrolled -> experiments -> cli
-ORDER = ["errors", "launch", "io", "physics", "metrics", "data", "diffusion", "engine", "priors",
+ORDER = ["errors", "launch", "seeds", "io", "physics", "metrics", "data", "diffusion", "engine", "priors",
          "recon", ("augment", "unrolled"), "experiments", "cli"]
 LAYER = {name: i for i, item in enumerate(ORDER)
          for name in (item if isinstance(item, tuple) else (item,))}

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from mriprior.data.dataset import open_dataset
-from mriprior.data.open_data import sha256_file
+from mriprior.io.files import sha256_file
 from mriprior.errors import InputError
 from mriprior.experiments.recon_cases import pick_slices
 

@@ -22,7 +22,6 @@ all samples of a test slice stay in the test split.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,12 +35,11 @@ import torch
 from mriprior.augment.phase import (METHODS, conditional_phase, gan_phase, langevin_phase,
                                     smooth_phase, zero_phase)
 from mriprior.data.dataset import DatasetWriter, check_output, open_dataset
-from mriprior.data.open_data import sha256_file
 from mriprior.data.simulate import slice_seed
 from mriprior.diffusion.losses import PARAMETRISATIONS
 from mriprior.errors import InputError
 from mriprior.launch import launch_env
-from mriprior.io.files import atomic_write, locks_output, work_folder
+from mriprior.io.files import atomic_write, locks_output, sha256_file, work_folder
 from mriprior.priors.export import load_prior, prior_files, prior_kind
 from mriprior.recon.priors import DiffusionPrior
 
@@ -186,7 +184,7 @@ def _assemble(ds, src: Path, out: Path, parts: Path, job: dict, settings: Augmen
 
 
 def _source_hash(ds) -> str:
-    return hashlib.sha256((ds.path / "manifest.json").read_bytes()).hexdigest()
+    return sha256_file(ds.path / "manifest.json")
 
 
 def _do_chunk(ds, src_path, c, settings, phaser, batch, parts, callback=None) -> None:

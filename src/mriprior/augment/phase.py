@@ -37,7 +37,8 @@ import numbers
 import torch
 
 from mriprior.data.simulate import PhaseModel, complex_from_magnitude
-from mriprior.diffusion.noise import ItemNoise, derive_seed
+from mriprior.diffusion.noise import ItemNoise
+from mriprior.seeds import derive_seed
 from mriprior.diffusion.samplers import (ancestral_ve, annealed_langevin, counting_callback,
                                          predictor_corrector)
 from mriprior.diffusion.schedules import randn_like

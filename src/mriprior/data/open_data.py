@@ -31,7 +31,6 @@ The licences and their caveats are documented in ``docs/data.md``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -48,7 +47,7 @@ import numpy as np
 
 from mriprior.data.dataset import check_output
 from mriprior.errors import InputError
-from mriprior.io.files import locks_output
+from mriprior.io.files import locks_output, sha256_file
 
 __all__ = ["Archive", "Member", "SourceFile", "SOURCES", "ARCHIVES", "DEFAULT_SOURCES", "SALT",
            "default_cache_dir", "download_archive", "extract_deb", "extract_wheel",
@@ -232,14 +231,6 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/mriprior/open`` (``~/.cache/mriprior/open`` by default)."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "mriprior" / "open"
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parse_sources(sources) -> tuple[str, ...]:

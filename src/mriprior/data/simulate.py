@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from mriprior.data.dataset import DatasetWriter, check_output, open_dataset
 from mriprior.errors import InputError
+from mriprior.seeds import derive_seed
 from mriprior.io.files import locks_output
 from mriprior.physics.phantom import birdcage_maps
 from mriprior.physics.phase import (GAMMA_BAR_MHZ_PER_T, check_magnitude, dipole_field,
@@ -166,8 +167,7 @@ def slice_seed(seed: int, index: int, stream: int = 0) -> int:
 
     ``stream`` 0: phase parameters; 1: k-space (map transform and noise).
     """
-    s = np.random.SeedSequence([int(seed) & (2 ** 63 - 1), int(index), int(stream)])
-    return int(s.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return derive_seed(seed, index, stream)
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:

@@ -4,7 +4,7 @@ A sampler that draws its noise from one ``torch.Generator`` for the whole batch 
 result that depends on which items it was batched with and in which order (and so on the number
 of ranks a job ran on). :class:`ItemNoise` holds one generator per batch item instead; pass it
 wherever a sampler takes ``generator=`` (:func:`~mriprior.diffusion.schedules.randn_like`
-dispatches on it). Seeds of items are derived with :func:`derive_seed` (NumPy ``SeedSequence``),
+dispatches on it). Seeds of items are derived with :func:`mriprior.seeds.derive_seed`,
 e.g. chain ``j`` of a slice with seed ``s`` uses ``derive_seed(s, j)``.
 """
 
@@ -13,18 +13,12 @@ from __future__ import annotations
 import numbers
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from mriprior.errors import InputError
+from mriprior.seeds import derive_seed
 
-__all__ = ["derive_seed", "ItemNoise"]
-
-
-def derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from a tuple of integers (NumPy ``SeedSequence``)."""
-    s = np.random.SeedSequence([int(k) & (2 ** 63 - 1) for k in keys])
-    return int(s.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+__all__ = ["ItemNoise"]
 
 
 class ItemNoise:

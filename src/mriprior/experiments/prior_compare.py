@@ -37,7 +37,7 @@ import torch
 
 from mriprior.data.dataset import open_dataset
 from mriprior.errors import InputError
-from mriprior.io.files import atomic_write_json
+from mriprior.io.files import atomic_write_json, sha256_file
 from mriprior.priors.export import prior_files, read_sidecar
 from mriprior.experiments.recon_cases import (PATTERNS, pick_slices, real_case, score,
                                               simulated_case)
@@ -58,11 +58,7 @@ def _file_hash(prior_path) -> str:
     if not f.exists():
         raise InputError(f"{prior_path}: no {f.name} (an exported prior is NAME.safetensors + "
                          "NAME.json)")
-    h = hashlib.sha256()
-    with open(f, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return sha256_file(f)[:16]
 
 
 def _describe(prior_path) -> dict:

@@ -22,6 +22,7 @@ import fcntl
 import functools
 import inspect
 import json
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -32,7 +33,8 @@ from mriprior.launch import launch_env
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
            "check_replaceable", "work_folder", "named_oserror",
-           "make_parent", "output_lock", "locks_output", "lock_path", "weights_and_sidecar"]
+           "make_parent", "output_lock", "locks_output", "lock_path", "weights_and_sidecar",
+           "sha256_file"]
 
 
 def make_parent(path) -> list[Path]:
@@ -255,3 +257,12 @@ def weights_and_sidecar(path) -> tuple[Path, Path]:
     if p.suffix in (".safetensors", ".json") and not p.is_dir():
         p = p.with_suffix("")
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def sha256_file(path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -41,7 +41,6 @@ CUDA up to the nondeterminism of some kernels). The LR schedule is a function of
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from contextlib import nullcontext
@@ -55,12 +54,12 @@ from mriprior.data.loader import LoaderState, SliceDataset, make_loader
 from mriprior.diffusion import (EMA, ScoreModel, edm_loss, heldout_dsm_loss, ve_dsm_loss,
                                 vp_eps_loss)
 from mriprior.diffusion.losses import PARAMETRISATION_OF
-from mriprior.diffusion.noise import derive_seed
+from mriprior.seeds import derive_seed
 from mriprior.engine import (Dist, Hooks, Logger, check_tensorboard, git_revision,
                              make_optimizer, resume_point, rng_state, run_loop, run_ranked,
                              save_checkpoint, set_rng_state, state_sha256)
 from mriprior.errors import InputError
-from mriprior.io.files import atomic_write_text
+from mriprior.io.files import atomic_write_text, sha256_file
 from mriprior.priors.config import load_config, validate_config
 from mriprior.priors.export import save_prior
 from mriprior.priors.networks import network_from_config
@@ -213,7 +212,7 @@ class _PriorTrainer:
                      "kind": self.ds.kind, "crop": dcfg["crop"], "split": dcfg["split"],
                      "dataset": dcfg["path"],
                      "slices": int(len(self.ds.indices(dcfg["split"])))},
-            "dataset_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+            "dataset_manifest_sha256": sha256_file(manifest),
             "git_revision": git_revision() if self.is_main else None,
             "config": cfg, "ema": True,
         }

@@ -29,7 +29,6 @@ The weights are exported at every save as ``net.safetensors`` + ``net.json``
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from contextlib import nullcontext
 from pathlib import Path
@@ -39,11 +38,12 @@ from torch import nn
 
 from mriprior.data.dataset import open_dataset
 from mriprior.data.loader import LoaderState, SliceDataset, make_loader
-from mriprior.diffusion.noise import derive_seed
+from mriprior.seeds import derive_seed
 from mriprior.engine import (Dist, Hooks, Logger, git_revision, make_optimizer, run_ranked,
                              resume_point, run_loop, save_checkpoint, state_sha256)
 from mriprior.errors import InputError
-from mriprior.io.files import atomic_write_bytes, atomic_write_text, weights_and_sidecar
+from mriprior.io.files import (atomic_write_bytes, atomic_write_text, sha256_file,
+                               weights_and_sidecar)
 from mriprior.metrics import psnr, ssim
 from mriprior.physics.fft import ifft2c
 from mriprior.priors.config import SCHEMA as PRIOR_SCHEMA
@@ -267,7 +267,7 @@ class _UnrolledTrainer:
         return {"simulation": self.cfg["simulation"],
                 "data": {"dataset": dcfg["path"], "split": dcfg["split"], "crop": dcfg["crop"],
                          "shape": list(self.shape)},
-                "dataset_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+                "dataset_manifest_sha256": sha256_file(manifest),
                 "git_revision": git_revision() if self.is_main else None, "config": self.cfg,
                 "parameters": sum(p.numel() for p in self.net.parameters())}
 
