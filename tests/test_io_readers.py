@@ -722,8 +722,10 @@ def test_fastmri_multicoil(tmp_path):
         assert s1.dtype == np.complex64 and s1.shape == (4, 20, 32)
         np.testing.assert_array_equal(s1, k[1])
         np.testing.assert_array_equal(vol.slice(-1), k[-1])
-        np.testing.assert_array_equal(vol.kspace[::-2], k[::-2])
-        np.testing.assert_array_equal(vol.kspace[[2, 0, 2]], k[[2, 0, 2]])
+        np.testing.assert_array_equal(vol.kspace[::2], k[::2])
+        for unsupported in ([2, 0], np.ones(3, bool), slice(None, None, -1), 1.0):
+            with pytest.raises(IndexError):
+                vol.kspace[unsupported]
         np.testing.assert_array_equal(vol.kspace[1, 2:, :5], k[1, 2:, :5])
         np.testing.assert_array_equal(vol.kspace[..., 0], k[..., 0])
         np.testing.assert_array_equal(np.asarray(vol.kspace), k)
@@ -733,19 +735,8 @@ def test_fastmri_multicoil(tmp_path):
         assert vol.reconstruction_esc is None and vol.mask is None
         assert vol.attrs == {"acquisition": "CORPD_FBK", "max": 0.000321, "norm": 0.0123}
         h = vol.header
-        assert h["encoded_matrix"] == [32, 20, 1] and h["recon_matrix"] == [16, 16, 1]
-        assert h["encoded_fov_mm"] == [280.0, 140.0, 4.5]
-        assert h["recon_fov_mm"] == [140.0, 140.0, 3.0]
-        assert h["encoding_limits"]["kspace_encoding_step_1"] == {
-            "minimum": 0, "maximum": 17, "center": 9}
-        assert h["encoding_limits"]["slice"]["maximum"] == 2
-        assert h["padding_left"] == 20 // 2 - 9 and h["padding_right"] == 1 + 17 + 1
-        assert h["trajectory"] == "cartesian"
-        assert h["system"] == {"vendor": "SIEMENS", "model": "Skyra",
-                               "field_strength_T": 2.89362, "receiver_channels": 4}
-        assert h["sequence"]["TR"] == [2750.0] and h["sequence"]["TE"] == [27.0]
-        assert h["sequence"]["sequence_type"] == "TurboSpinEcho"
-        assert h["acceleration"] == {"kspace_encoding_step_1": 1, "kspace_encoding_step_2": 1}
+        assert h == {"encoded_matrix": [32, 20, 1], "encoded_fov_mm": [280.0, 140.0, 4.5],
+                     "recon_matrix": [16, 16, 1], "recon_fov_mm": [140.0, 140.0, 3.0]}
         text = json.dumps([vol.header, vol.attrs])
         for fake in FAKE_IDS + ("patient", "FFS", "Jane"):
             assert fake not in text, fake

@@ -82,7 +82,8 @@ from pydicom.errors import InvalidDicomError
 
 from mriprior.errors import InputError
 
-__all__ = ["read_dicom", "read_dicom_series", "list_dicom_series", "ALLOWED_ATTRIBUTES"]
+__all__ = ["read_dicom", "read_dicom_series", "list_dicom_series", "read_header",
+           "slice_geometry", "sort_slices", "ALLOWED_ATTRIBUTES"]
 
 # meta key -> DICOM keywords tried in order (top level first, then the functional groups).
 ALLOWED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -117,8 +118,12 @@ _GRAY = ("MONOCHROME1", "MONOCHROME2")
 # ---------------------------------------------------------------------------------------------
 # reading and attribute lookup
 
-def _open(path: Path, stop_before_pixels: bool = False) -> Dataset:
-    """dcmread with a fallback for files without the 128-byte preamble (old ACR-NEMA style)."""
+def read_header(path: str | os.PathLike, pixels: bool = False) -> Dataset:
+    """The pydicom dataset of ``path``, without its pixel data unless ``pixels``.
+
+    Files without the 128-byte preamble (old ACR-NEMA style) are accepted when they parse as an
+    image dataset. Raises InputError naming the file for anything else."""
+    path, stop_before_pixels = Path(path), not pixels
     if path.is_dir():
         raise InputError(f"{path}: is a directory; use read_dicom_series() for a folder")
     try:
@@ -307,7 +312,7 @@ def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     (naming the transfer syntax UID).
     """
     p = Path(path)
-    ds = _open(p)
+    ds = read_header(p, pixels=True)
     _check_image(ds, p)
     arr = _decode(ds, p)
     frames, info = _rescale(ds, arr)
@@ -337,7 +342,7 @@ def _scan(directory: Path, recursive: bool):
         if not f.is_file() or f.name.startswith("."):
             continue
         try:
-            ds = _open(f, stop_before_pixels=True)
+            ds = read_header(f)
         except InputError:
             skipped += 1
             continue
@@ -380,34 +385,52 @@ def list_dicom_series(directory: str | os.PathLike, recursive: bool = False) -> 
     return [dict(_summary(g), index=i) for i, g in enumerate(_series_groups(found))]
 
 
-def _orientation(ds: Dataset, frame: int):
-    iop = _find(ds, "ImageOrientationPatient", frame)
-    if iop is None or len(iop) != 6:
-        return None
+def _floats(v, n: int):
     try:
-        v = np.array([float(x) for x in iop])
+        out = np.array([float(x) for x in v])
     except (TypeError, ValueError):
         return None
-    n = np.cross(v[:3], v[3:])
-    norm = np.linalg.norm(n)
-    return n / norm if norm > 1e-6 else None
+    return out if len(out) == n else None
 
 
-def _position(ds: Dataset, frame: int):
-    ipp = _find(ds, "ImagePositionPatient", frame)
-    if ipp is None or len(ipp) != 3:
-        return None
+def slice_geometry(ds: Dataset, frame: int = 0) -> tuple:
+    """``(normal, position, instance)`` of frame ``frame`` of a DICOM header: the unit slice
+    normal (cross product of the ``ImageOrientationPatient`` direction cosines) and
+    ``ImagePositionPatient`` (mm), top level or in the frame's functional groups, each None when
+    missing or malformed; ``InstanceNumber`` as a float, ``inf`` when missing."""
+    iop = _floats(_find(ds, "ImageOrientationPatient", frame), 6)
+    normal = None
+    if iop is not None:
+        n = np.cross(iop[:3], iop[3:])
+        normal = n / np.linalg.norm(n) if np.linalg.norm(n) > 1e-6 else None
     try:
-        return np.array([float(x) for x in ipp])
+        instance = float(ds.get("InstanceNumber"))
     except (TypeError, ValueError):
-        return None
+        instance = float("inf")
+    return normal, _floats(_find(ds, "ImagePositionPatient", frame), 3), instance
 
 
-def _instance(ds: Dataset) -> float:
-    try:
-        return float(ds.get("InstanceNumber"))
-    except (TypeError, ValueError):
-        return float("inf")
+def sort_slices(geometry: list, names: list) -> tuple[list[int], str, list | None]:
+    """Order of slices given their :func:`slice_geometry` and a sortable tie-break name each.
+
+    Sorted by position along the first slice's normal when every slice has a position and a
+    parallel normal (ties: instance number, then name), else by instance number (ties: name)
+    when every slice has one, else by name. Returns ``(order, sorted_by, positions)``: slice
+    indices in sorted order, ``"image_position"``, ``"instance_number"`` or ``"file_name"``,
+    and the sorted positions along the normal (None unless sorted by position)."""
+    n0 = geometry[0][0]
+    if n0 is not None and all(n is not None and p is not None and abs(float(n @ n0)) >= 1 - 1e-4
+                              for n, p, _ in geometry):
+        keys = [(float(p @ n0), i, name) for (_, p, i), name in zip(geometry, names)]
+        sorted_by = "image_position"
+    elif all(i != float("inf") for _, _, i in geometry):
+        keys = [(i, name) for (_, _, i), name in zip(geometry, names)]
+        sorted_by = "instance_number"
+    else:
+        keys, sorted_by = [(name,) for name in names], "file_name"
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return order, sorted_by, ([keys[j][0] for j in order] if sorted_by == "image_position"
+                              else None)
 
 
 def _choose_series(d: Path, groups: list, series: int | None) -> list:
@@ -431,33 +454,6 @@ def _choose_series(d: Path, groups: list, series: int | None) -> list:
     return chosen[0]
 
 
-def _frame_order(group: list) -> tuple[list, str, bool]:
-    """Every frame of the series as ``[position or None, instance, file name, file index,
-    frame index]``, sorted along the slice normal (or by instance number, or file name);
-    with the rule used and whether positions were usable."""
-    normal = _orientation(group[0][1], 0)
-    by_position = normal is not None
-    entries = []
-    for fi, (f, ds) in enumerate(group):
-        for k in range(_n_frames(ds)):
-            pos = None
-            if by_position:
-                n_k, p_k = _orientation(ds, k), _position(ds, k)
-                if n_k is None or p_k is None or abs(float(n_k @ normal)) < 1 - 1e-4:
-                    by_position = False
-                else:
-                    pos = float(p_k @ normal)
-            entries.append([pos, _instance(ds), f.name, fi, k])
-    if by_position:
-        entries.sort(key=lambda e: (e[0], e[1], e[2], e[4]))
-        return entries, "image_position", True
-    if all(e[1] != float("inf") for e in entries):
-        entries.sort(key=lambda e: (e[1], e[2], e[4]))
-        return entries, "instance_number", False
-    entries.sort(key=lambda e: (e[2], e[4]))
-    return entries, "file_name", False
-
-
 def read_dicom_series(directory: str | os.PathLike, series: int | None = None,
                       recursive: bool = False) -> tuple[np.ndarray, dict]:
     """Read one image series from a folder of DICOM files as float32 ``(n, y, x)``.
@@ -476,36 +472,33 @@ def read_dicom_series(directory: str | os.PathLike, series: int | None = None,
         raise InputError(f"{d}: no DICOM image files found"
                          + (f" ({skipped} other files skipped)" if skipped else ""))
     group = _choose_series(d, _series_groups(found), series)
-    entries, sorted_by, by_position = _frame_order(group)
+    every = [(fi, k) for fi, (_, ds) in enumerate(group) for k in range(_n_frames(ds))]
+    order, sorted_by, positions = sort_slices(  # tie-break name: (file name, frame index)
+        [slice_geometry(group[fi][1], k) for fi, k in every],
+        [(group[fi][0].name, k) for fi, k in every])
+    entries = [every[j] for j in order]
 
     # Pixel data, file by file.
-    frames_of: dict[int, np.ndarray] = {}
-    first_meta = None
-    for fi, (f, _) in enumerate(group):
-        frames, meta = read_dicom(f)
-        frames_of[fi] = frames
-        if first_meta is None:
-            first_meta = meta
-    shape = frames_of[0].shape[1:]
-    for fi, (f, _) in enumerate(group):
-        if frames_of[fi].shape[1:] != shape:
-            raise InputError(f"{f}: image size {frames_of[fi].shape[1:]} differs from the "
+    read = [read_dicom(f) for f, _ in group]
+    first_meta, shape = read[0][1], read[0][0].shape[1:]
+    for (f, _), (frames, _) in zip(group, read):
+        if frames.shape[1:] != shape:
+            raise InputError(f"{f}: image size {frames.shape[1:]} differs from the "
                              f"series' {shape} (first file {group[0][0].name})")
-    volume = np.stack([frames_of[e[3]][e[4]] for e in entries]).astype(np.float32, copy=False)
+    volume = np.stack([read[fi][0][k] for fi, k in entries]).astype(np.float32, copy=False)
 
-    first_ds = group[entries[0][3]][1]
+    first_ds = group[entries[0][0]][1]
     meta = _meta(first_ds)
     meta.update({k: first_meta[k] for k in ("rescale_slope", "rescale_intercept",
                                             "modality_lut", "inverted") if k in first_meta})
-    p0 = _position(first_ds, entries[0][4])
+    p0 = slice_geometry(first_ds, entries[0][1])[1]
     if p0 is not None:
         meta["image_position_patient"] = [float(x) for x in p0]
     meta.update(rows=int(shape[0]), columns=int(shape[1]), number_of_frames=len(entries),
                 n_files=len(group), n_slices=len(entries), sorted_by=sorted_by,
                 skipped_files=skipped)
-    if by_position:
-        pos = [float(e[0]) for e in entries]
-        meta["slice_positions_mm"] = pos
-        if len(pos) > 1:
-            meta["slice_spacing_mm"] = float(np.median(np.diff(pos)))
+    if positions is not None:
+        meta["slice_positions_mm"] = positions
+        if len(positions) > 1:
+            meta["slice_spacing_mm"] = float(np.median(np.diff(positions)))
     return volume, meta

@@ -19,19 +19,13 @@ A fastMRI file (https://github.com/facebookresearch/fastMRI) holds
 the open HDF5 dataset (``vol.kspace[i]`` is one ``(coil, y, x)`` slice; ``np.asarray(vol.kspace)``
 loads all); with ``lazy=False`` it is a NumPy array and the file is closed at once.
 
-``header`` is a dict parsed from the ISMRMRD XML (``{}`` when the file has none):
-``trajectory``; ``encoded_matrix``/``recon_matrix`` ``[x, y, z]`` (ints) and
-``encoded_fov_mm``/``recon_fov_mm`` ``[x, y, z]`` (floats); ``encoding_limits``:
-``{"kspace_encoding_step_1": {"minimum", "maximum", "center"}, ...}`` for every limit present;
-``padding_left``/``padding_right`` (the sampled phase-encoding range as fastMRI computes it:
-``encoded_matrix[1] // 2 - center`` and that plus ``maximum + 1``) when the step-1 limits are
-present; ``acceleration`` (parallel-imaging factors); ``system`` (vendor, model,
-field_strength_T, receiver_channels); ``h1_resonance_frequency_hz``; ``sequence`` (TR, TE, TI
-as lists of ms, flip_angle_deg, sequence_type, echo_spacing). Only these fields are read:
-``subjectInformation``, ``studyInformation``, ``measurementInformation`` (IDs, dates, UIDs,
-protocol names) and the institution and station names are never copied. Likewise ``attrs``
-keeps only ``acquisition``, ``max``, ``norm``, ``acceleration``, ``num_low_frequency``,
-``padding_left``, ``padding_right`` -- never ``patient_id``.
+``header`` is a dict parsed from the ISMRMRD XML (``{}`` when the file has none), from its
+first ``encoding``: ``encoded_matrix``/``recon_matrix`` ``[x, y, z]`` (ints) and
+``encoded_fov_mm``/``recon_fov_mm`` ``[x, y, z]`` (floats), each when present. Only these
+fields are read; ``subjectInformation``, ``studyInformation``, ``measurementInformation``
+(IDs, dates, UIDs, protocol names) and the institution and station names are never copied.
+Likewise ``attrs`` keeps only ``acquisition``, ``max``, ``norm``, ``acceleration``,
+``num_low_frequency``, ``padding_left``, ``padding_right`` -- never ``patient_id``.
 
 A missing or malformed ``kspace`` (or a file that is not HDF5) raises
 :class:`~mriprior.errors.InputError` naming the file and key.
@@ -54,7 +48,6 @@ __all__ = ["read_fastmri", "FastMRIVolume", "LazyKSpace", "parse_ismrmrd_header"
 
 ALLOWED_ATTRS = ("acquisition", "max", "norm", "acceleration", "num_low_frequency",
                  "padding_left", "padding_right")
-_NS = "{http://www.ismrm.org/ISMRMRD}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,24 +59,18 @@ def _strip_ns(root: ET.Element) -> None:
             el.tag = el.tag.split("}", 1)[1]
 
 
-def _num(text: str | None, cast=float):
-    if text is None:
+def _xyz(el: ET.Element | None, cast):
+    if el is None:
         return None
     try:
-        return cast(float(text)) if cast is int else cast(text)
+        return [cast(float(el.findtext(a))) for a in ("x", "y", "z")]
     except (TypeError, ValueError):
         return None
 
 
-def _xyz(el: ET.Element | None, cast):
-    if el is None:
-        return None
-    vals = [_num(el.findtext(a), cast) for a in ("x", "y", "z")]
-    return vals if all(v is not None for v in vals) else None
-
-
 def parse_ismrmrd_header(xml: str | bytes, name: str = "ismrmrd_header") -> dict:
-    """Acquisition fields of an ISMRMRD XML header as a dict (see the module docstring).
+    """The encoded and reconstruction matrix and field of view of an ISMRMRD XML header (see
+    the module docstring).
 
     Only allow-listed elements are read; patient, study and measurement information is not.
     Raises InputError naming ``name`` when the XML does not parse.
@@ -95,72 +82,15 @@ def parse_ismrmrd_header(xml: str | bytes, name: str = "ismrmrd_header") -> dict
     _strip_ns(root)
     if root.tag != "ismrmrdHeader":
         raise InputError(f"{name}: XML root is <{root.tag}>, not <ismrmrdHeader>")
-    out: dict = {}
-    encodings = root.findall("encoding")
-    if encodings:
-        enc = encodings[0]
-        if len(encodings) > 1:
-            out["n_encodings"] = len(encodings)
-        traj = enc.findtext("trajectory")
-        if traj:
-            out["trajectory"] = traj.strip()
-        for space, key in (("encodedSpace", "encoded"), ("reconSpace", "recon")):
-            m = _xyz(enc.find(f"{space}/matrixSize"), int)
-            if m is not None:
-                out[f"{key}_matrix"] = m
-            f = _xyz(enc.find(f"{space}/fieldOfView_mm"), float)
-            if f is not None:
-                out[f"{key}_fov_mm"] = f
-        lims = enc.find("encodingLimits")
-        if lims is not None:
-            limits = {}
-            for child in lims:
-                vals = {k: _num(child.findtext(k), int) for k in ("minimum", "maximum", "center")}
-                vals = {k: v for k, v in vals.items() if v is not None}
-                if vals:
-                    limits[child.tag] = vals
-            if limits:
-                out["encoding_limits"] = limits
-            step1 = limits.get("kspace_encoding_step_1", {}) if limits else {}
-            if "encoded_matrix" in out and {"center", "maximum"} <= step1.keys():
-                left = out["encoded_matrix"][1] // 2 - step1["center"]
-                out["padding_left"] = int(left)
-                out["padding_right"] = int(left + step1["maximum"] + 1)
-        acc = enc.find("parallelImaging/accelerationFactor")
-        if acc is not None:
-            factors = {c.tag: _num(c.text, int) for c in acc}
-            factors = {k: v for k, v in factors.items() if v is not None}
-            if factors:
-                out["acceleration"] = factors
-    sysinfo = root.find("acquisitionSystemInformation")
-    if sysinfo is not None:
-        system = {}
-        for tag, key, cast in (("systemVendor", "vendor", str), ("systemModel", "model", str),
-                               ("systemFieldStrength_T", "field_strength_T", float),
-                               ("receiverChannels", "receiver_channels", int)):
-            v = sysinfo.findtext(tag)
-            v = v.strip() if cast is str and v is not None else _num(v, cast)
-            if v not in (None, ""):
-                system[key] = v
-        if system:
-            out["system"] = system
-    f0 = _num(root.findtext("experimentalConditions/H1resonanceFrequency_Hz"), int)
-    if f0 is not None:
-        out["h1_resonance_frequency_hz"] = f0
-    seq = root.find("sequenceParameters")
-    if seq is not None:
-        sp: dict = {}
-        for tag, key in (("TR", "TR"), ("TE", "TE"), ("TI", "TI"),
-                         ("flipAngle_deg", "flip_angle_deg"), ("echo_spacing", "echo_spacing")):
-            vals = [_num(e.text, float) for e in seq.findall(tag)]
-            vals = [v for v in vals if v is not None]
-            if vals:
-                sp[key] = vals
-        st = seq.findtext("sequence_type")
-        if st:
-            sp["sequence_type"] = st.strip()
-        if sp:
-            out["sequence"] = sp
+    enc, out = root.find("encoding"), {}
+    if enc is None:
+        return out
+    for space, key in (("encodedSpace", "encoded"), ("reconSpace", "recon")):
+        for tag, field, cast in (("matrixSize", "matrix", int),
+                                 ("fieldOfView_mm", "fov_mm", float)):
+            v = _xyz(enc.find(f"{space}/{tag}"), cast)
+            if v is not None:
+                out[f"{key}_{field}"] = v
     return out
 
 
@@ -177,8 +107,9 @@ def _as_complex64(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
 class LazyKSpace:
     """``(slices, coil, y, x)`` complex64 view of a fastMRI ``kspace`` dataset, read on demand.
 
-    ``ks[i]`` reads slice ``i`` only (``(coil, y, x)``); ``ks[i:j]``, ``ks[[i, j]]`` and
-    ``ks[i, c, ...]`` read the selected slices and index the rest in memory;
+    ``ks[i]`` reads slice ``i`` only (``(coil, y, x)``); ``ks[i:j:step]`` (step > 0) and
+    ``ks[i, c, ...]`` read the selected slices and index the rest in memory, ``ks[..., c]``
+    loads all first; other indices raise IndexError;
     ``np.asarray(ks)`` or :meth:`load` reads everything. Reading after the file was closed
     raises InputError.
     """
@@ -209,44 +140,23 @@ class LazyKSpace:
         return arr if self._multicoil else arr[..., None, :, :] if arr.ndim == 3 else arr[None]
 
     def __getitem__(self, key):
-        if not isinstance(key, tuple):
-            key = (key,)
-        if not key:
-            return self.load()
-        first, rest = key[0], key[1:]
-        n = self.shape[0]
-        if first is Ellipsis or first is None:
+        key = key if isinstance(key, tuple) else (key,)
+        if not key or key[0] is Ellipsis:
             return self.load()[key]
+        first, rest, n = key[0], key[1:], self.shape[0]
         if isinstance(first, slice):
             start, stop, step = first.indices(n)
-            idx = np.arange(start, stop, step)
-            if len(idx) == 0:
-                out = np.zeros((0,) + self.shape[1:], np.complex64)
-            elif step > 0:
-                out = self._read(slice(start, int(idx[-1]) + 1, step))
-            else:
-                out = self._read(slice(int(idx[-1]), start + 1, -step))[::-1]
-            return out[(slice(None),) + rest] if rest else out
-        if isinstance(first, (list, np.ndarray)):
-            idx = np.asarray(first)
-            if idx.dtype == bool:
-                if idx.shape != (n,):
-                    raise IndexError(f"boolean index of shape {idx.shape} for {n} slices")
-                idx = np.flatnonzero(idx)
-            idx = idx.astype(np.int64)
-            if np.any((idx < -n) | (idx >= n)):
-                raise IndexError(f"slice index out of range for {n} slices")
-            idx = np.where(idx < 0, idx + n, idx)
-            uniq = np.unique(idx)
-            data = self._read(uniq.tolist()) if len(uniq) else np.zeros(
-                (0,) + self.shape[1:], np.complex64)
-            out = data[np.searchsorted(uniq, idx)]
-            return out[(slice(None),) + rest] if rest else out
-        i = operator.index(first)
+            if step < 0:
+                raise IndexError("LazyKSpace: negative slice steps are not supported")
+            return self._read(slice(start, max(start, stop), step))[(slice(None),) + rest]
+        try:
+            i = operator.index(first)
+        except TypeError:
+            raise IndexError(f"LazyKSpace index of type {type(first).__name__}: use an "
+                             "integer, a slice or ...; np.asarray(ks) for others") from None
         if not -n <= i < n:
             raise IndexError(f"slice {i} out of range for {n} slices")
-        out = self._read(i % n)
-        return out[rest] if rest else out
+        return self._read(i % n)[rest]
 
     def load(self) -> np.ndarray:
         """All of k-space as a complex64 NumPy array ``(slices, coil, y, x)``."""

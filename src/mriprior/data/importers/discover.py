@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import warnings
 from pathlib import Path
-
-import numpy as np
 
 from mriprior.errors import InputError
 from mriprior.data.importers.options import _Options
@@ -81,69 +78,6 @@ def _walk(root: Path, exclude: Path) -> list[Path]:
     return sorted(out, key=lambda q: q.relative_to(root).as_posix())
 
 
-def _dicom_header(p: Path):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return pydicom.dcmread(p, stop_before_pixels=True)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
-            if "Rows" not in ds:
-                raise InputError(f"{p}: not a DICOM file (no 'DICM' marker and no image "
-                                 "attributes)") from None
-            return ds
-
-
-def _dicom_sort_key(ds):
-    """(normal, position, instance) from a header; None entries where missing."""
-    def floats(v, n):
-        try:
-            out = [float(x) for x in v]
-        except (TypeError, ValueError):
-            return None
-        return out if len(out) == n else None
-
-    iop = ds.get("ImageOrientationPatient")
-    ipp = ds.get("ImagePositionPatient")
-    for seq in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
-        items = ds.get(seq)
-        if items and len(items):
-            item = items[0]
-            if iop is None and item.get("PlaneOrientationSequence"):
-                iop = item.PlaneOrientationSequence[0].get("ImageOrientationPatient")
-            if ipp is None and item.get("PlanePositionSequence"):
-                ipp = item.PlanePositionSequence[0].get("ImagePositionPatient")
-    iop, ipp = floats(iop, 6) if iop is not None else None, floats(ipp, 3) if ipp else None
-    normal = None
-    if iop is not None:
-        n = np.cross(iop[:3], iop[3:])
-        normal = n / np.linalg.norm(n) if np.linalg.norm(n) > 1e-6 else None
-    try:
-        inst = float(ds.get("InstanceNumber"))
-    except (TypeError, ValueError):
-        inst = None
-    return normal, (np.asarray(ipp) if ipp is not None else None), inst
-
-
-def _order_series(members):
-    """Sort [(rel, path, key, subject, sort key)] along the slice normal / InstanceNumber /
-    path."""
-    geo = [m[4] for m in members]
-    n0 = geo[0][0]
-    if n0 is not None and all(g[0] is not None and g[1] is not None
-                              and abs(float(g[0] @ n0)) > 1 - 1e-4 for g in geo):
-        keys = [(float(g[1] @ n0), g[2] if g[2] is not None else math.inf, m[0])
-                for g, m in zip(geo, members)]
-    elif all(g[2] is not None for g in geo):
-        keys = [(g[2], m[0]) for g, m in zip(geo, members)]
-    else:
-        keys = [(m[0],) for m in members]
-    return [m for _, m in sorted(zip(keys, members), key=lambda t: t[0])]
-
-
 def _subject(fmt: str, mode: str, key: str, header=None) -> str:
     folder = key.rsplit("/", 1)[0] if "/" in key else ""
     if mode == "file":
@@ -190,8 +124,11 @@ def _discover(sources, opts: _Options, exclude: Path):
                                    "PNG/JPEG, fastMRI HDF5 or BART cfl)", ri))
                 continue
             if fmt == "dicom":
+                from mriprior.io.dicom import read_header, slice_geometry, sort_slices
                 try:
-                    hdr = _dicom_header(f)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        hdr = read_header(f)
                 except Exception as e:  # noqa: BLE001 - any header failure skips the file
                     skips.append(_Skip(str(f), key, _reason(e), ri, "dicom"))
                     continue
@@ -199,13 +136,14 @@ def _discover(sources, opts: _Options, exclude: Path):
                 gkey = "uid:" + uid if uid else "dir:" + key.rsplit("/", 1)[0]
                 subj = _subject("dicom", opts.subject_from, key, hdr)
                 series.setdefault(gkey, []).append((rel, str(f), key, subj,
-                                                    _dicom_sort_key(hdr)))
+                                                    slice_geometry(hdr)))
                 continue
             is_complex = fmt == "cfl" or (fmt == "fastmri" and opts.combine == "espirit")
             units.append(_Unit(fmt, [str(f)], [rel], [key],
                                [_subject(fmt, opts.subject_from, key)], ri, is_complex))
-        for gkey, members in series.items():
-            members = _order_series(members)
+        for gkey, members in series.items():  # sort_slices: imported with the first DICOM
+            order, _, _ = sort_slices([m[4] for m in members], [m[0] for m in members])
+            members = [members[i] for i in order]
             units.append(_Unit("dicom", [m[1] for m in members], [m[0] for m in members],
                                [m[2] for m in members], [m[3] for m in members], ri,
                                series_key=gkey))
