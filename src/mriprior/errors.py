@@ -12,3 +12,11 @@ class MriPriorError(Exception):
 
 class InputError(MriPriorError, ValueError):
     """Bad user input: a malformed file, a wrong shape, an unsupported option."""
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int when it is an integer (numpy integers too, not bool) >= ``minimum``;
+    InputError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not hasattr(value, "__index__") or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

@@ -39,11 +39,6 @@ def check_output(x: torch.Tensor, what: str) -> None:
                          "inputs and parameters")
 
 
-def load_kspace(path: str, dev) -> tuple[torch.Tensor, BartLayout]:
-    """BART k-space file -> ``(1, coil, y, x)`` complex64 tensor and its layout."""
-    return read_kspace(path, dev)
-
-
 def load_maps(path: str, layout: BartLayout, dev) -> torch.Tensor:
     """BART sensitivity file -> ``(1, maps, coil, y, x)``."""
     arr = read_cfl(path)
@@ -54,6 +49,18 @@ def load_maps(path: str, layout: BartLayout, dev) -> torch.Tensor:
     if m.ndim == 3:
         m = m[None]
     return torch.from_numpy(np.ascontiguousarray(m)).unsqueeze(0).to(dev)
+
+
+def load_problem(args, dev):
+    """``args.kspace``, ``args.sens`` and the optional ``args.pattern`` -> ``(ksp, maps, mask,
+    layout)``: ``(1, coil, y, x)``, ``(1, maps, coil, y, x)``, real ``(1, 1, y, x)`` or None."""
+    ksp, layout = read_kspace(args.kspace, dev)
+    maps = load_maps(args.sens, layout, dev)
+    if maps.shape[2] != ksp.shape[1]:
+        raise InputError(f"{args.sens}: {maps.shape[2]} coils, but {args.kspace} has "
+                         f"{ksp.shape[1]}")
+    mask = load_pattern(args.pattern, layout, dev) if args.pattern else None
+    return ksp, maps, mask, layout
 
 
 def load_pattern(path: str, layout: BartLayout, dev) -> torch.Tensor:
@@ -92,16 +99,19 @@ def parse_sizes(text: str, layout: BartLayout, option: str) -> tuple[int, int]:
     return y, x
 
 
-def split_files(args, prog: str) -> bool:
+def split_files(args, prog: str) -> str:
     """``KSP SENS OUT`` (cfl; sets args.kspace/sens/output) or ``VOLUME.h5 OUT`` (a fastMRI
-    volume, every slice; sets args.kspace/output, args.sens None). True for a volume."""
+    volume, every slice; sets args.kspace/output, args.sens None). Returns "volume", "slices"
+    (cfl k-space with several slices in BART dim 13) or "slice"."""
     files = args.files
     if len(files) == 2 and files[0].endswith(".h5"):
         args.kspace, args.sens, args.output = files[0], None, files[1]
-        return True
+        return "volume"
     if len(files) == 3:
         args.kspace, args.sens, args.output = files
-        return False
+        from mriprior.io.cfl import read_header
+
+        return "slices" if read_header(args.kspace)[SLICE_DIM] > 1 else "slice"
     raise InputError(f"expected KSP SENS OUT (cfl) or VOLUME.h5 OUT, got {len(files)} file "
                      f"name(s): {' '.join(files)} (see mriprior {prog} --help)")
 
@@ -125,17 +135,7 @@ def progress_bar(desc: str, unit: str, quiet: bool = False):
     return progress
 
 
-def volume_progress(quiet: bool = False):
-    return progress_bar("volume", "slice", quiet)
-
-
 SLICE_DIM = 13  # BART's slice dimension
-
-
-def slice_count(path: str) -> int:
-    from mriprior.io.cfl import read_header
-
-    return read_header(path)[SLICE_DIM]
 
 
 def run_slices(args, run_one, prog: str, inputs, outputs) -> None:

@@ -32,12 +32,13 @@ def add_arguments(p):
 
 
 def run(args):
-    from mriprior.cli._common import load_kspace, parse_sizes
+    from mriprior.cli._common import parse_sizes
+    from mriprior.io.cfl import read_kspace
     from mriprior.physics.coils import coil_compression_matrix, compress_coils
 
     if args.n_virtual is None and not args.matrix:
         raise InputError("give -p N (number of virtual coils) or -M (write the matrix)")
-    ksp, layout = load_kspace(args.ksp, "cpu")
+    ksp, layout = read_kspace(args.ksp, "cpu")
     coils = ksp.shape[1]
     n = coils if args.matrix or args.n_virtual == 0 else args.n_virtual
     if not 1 <= n <= coils:

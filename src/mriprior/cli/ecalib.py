@@ -39,10 +39,11 @@ def add_arguments(p):
 
 
 def run(args):
-    from mriprior.cli._common import load_kspace, parse_sizes
+    from mriprior.cli._common import parse_sizes
+    from mriprior.io.cfl import read_kspace
     from mriprior.physics.espirit import espirit
 
-    ksp, layout = load_kspace(args.ksp, "cpu")
+    ksp, layout = read_kspace(args.ksp, "cpu")
     calib = parse_sizes(args.calib, layout, "-r")
     ky, kx = parse_sizes(args.kernel, layout, "-k")
     if ky != kx:

@@ -122,12 +122,12 @@ def _regulariser(args):
 
 def run(args):
     import torch
-    from mriprior.cli._common import (check_output, device, load_kspace, load_maps, load_pattern,
-                                      run_slices, slice_count, split_files, volume_progress)
+    from mriprior.cli._common import (check_output, device, load_problem, progress_bar,
+                                      run_slices, split_files)
     from mriprior.recon.classical import bart_pics_phase, pics
 
-    volume = split_files(args, "pics")
-    if not volume and slice_count(args.kspace) > 1:  # slices in BART dim 13: one at a time
+    kind = split_files(args, "pics")
+    if kind == "slices":  # slices in BART dim 13: one at a time
         return run_slices(args, run, "pics", ("kspace", "sens", "pattern", "warm"),
                           ("output",))
     if args.iters < 0:
@@ -141,22 +141,17 @@ def run(args):
     reg, lam = _regulariser(args)
     _check_bart_flags(args, reg)
     dev = device(args.device)
-    if volume:
+    if kind == "volume":
         from mriprior.recon.volume import reconstruct_volume
 
         if reg != "l1" or any([args.pattern, args.warm, args.scaling]):
             raise InputError(f"{args.kspace}: a volume is reconstructed with l1-wavelet only "
                              "(-l1 -r LAMBDA -i ITERS), its own pattern and BART's scaling")
         reconstruct_volume(args.kspace, args.output, "pics", lam=lam, iters=args.iters,
-                           device=dev, progress=volume_progress(),
+                           device=dev, progress=progress_bar("volume", "slice"),
                            log=lambda m: print(m, file=sys.stderr))
         return
-    ksp, layout = load_kspace(args.kspace, dev)
-    maps = load_maps(args.sens, layout, dev)
-    if maps.shape[2] != ksp.shape[1]:
-        raise InputError(f"{args.sens}: {maps.shape[2]} coils, but {args.kspace} has "
-                         f"{ksp.shape[1]}")
-    mask = load_pattern(args.pattern, layout, dev) if args.pattern else None
+    ksp, maps, mask, layout = load_problem(args, dev)
     x0 = None
     if args.warm:
         w = torch.from_numpy(layout.to_torch(read_cfl(args.warm), name=args.warm))

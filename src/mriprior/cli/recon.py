@@ -163,7 +163,7 @@ def _reconstruct(args, opts, ksp, maps, mask, prior, scaling, progress):
 
 def _run_volume(args, dev):
     """Every slice of a fastMRI volume (mriprior.recon.volume): fast or langevin."""
-    from mriprior.cli._common import volume_progress
+    from mriprior.cli._common import progress_bar
     from mriprior.recon.priors import load_image_prior
     from mriprior.recon.volume import reconstruct_volume
 
@@ -180,13 +180,13 @@ def _run_volume(args, dev):
                        chains=opts["chains"], noise_var=opts["noise_var"],
                        **({"nfe": opts["nfe"]} if "nfe" in opts else {}), seed=args.seed,
                        device=dev,
-                       progress=volume_progress(args.quiet),
+                       progress=progress_bar("volume", "slice", args.quiet),
                        log=lambda m: print(m, file=sys.stderr))
 
 
 def run(args):
-    from mriprior.cli._common import (check_output, device, load_kspace, load_maps, load_pattern,
-                                      run_slices, slice_count, split_files)
+    from mriprior.cli._common import (check_output, device, load_problem, run_slices,
+                                      split_files)
 
     import torch
     from tqdm import tqdm
@@ -194,22 +194,17 @@ def run(args):
     from mriprior.recon.posterior import credibility_map
     from mriprior.recon.priors import load_image_prior
 
-    volume = split_files(args, "recon")
-    if not volume and slice_count(args.kspace) > 1:  # slices in BART dim 13: one at a time
+    kind = split_files(args, "recon")
+    if kind == "slices":  # slices in BART dim 13: one at a time
         return run_slices(args, run, "recon", ("kspace", "sens", "pattern"),
                           ("output", "std", "var", "samples", "flag"))
     dev = device(args.device)
     scaling = _scaling(args.scaling)
-    if volume:
+    if kind == "volume":
         return _run_volume(args, dev)
-    ksp, layout = load_kspace(args.kspace, dev)
-    maps = load_maps(args.sens, layout, dev)
-    if maps.shape[2] != ksp.shape[1]:
-        raise InputError(f"{args.sens}: {maps.shape[2]} coils, but {args.kspace} has "
-                         f"{ksp.shape[1]}")
+    ksp, maps, mask, layout = load_problem(args, dev)
     if not maps.shape[1] > 1:
         maps = maps[:, 0]  # one set of maps: image (1, y, x)
-    mask = load_pattern(args.pattern, layout, dev) if args.pattern else None
     prior = load_image_prior(args.prior, device=dev, reg_sigma=args.reg_sigma,
                              max_batch=args.batch)
     if args.method != "pics" and prior.sigma_max is None:

@@ -52,7 +52,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from mriprior.data.dataset import SPLITS, Dataset, open_dataset
-from mriprior.errors import InputError
+from mriprior.errors import InputError, check_int
 
 __all__ = ["SliceDataset", "Augmentation", "EpochBatchSampler", "Loader", "LoaderState",
            "make_loader", "epoch_order", "rank_positions", "CHANNELS"]
@@ -61,12 +61,6 @@ CHANNELS = ("complex", "magnitude")
 # Stream tags: keep the order and augmentation streams independent for the same (seed, epoch).
 ORDER = 0x6F72
 AUGMENT = 0x6175
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, not {value!r}")
-    return int(value)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -136,7 +130,7 @@ class SliceDataset(torch.utils.data.Dataset):
             open_dataset(dataset_or_path)
         self.path = Path(ds.path)
         self.split, self.channels, self.flips = split, channels, bool(flips)
-        self.seed = _check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0)
         self.kind, self.shape = ds.kind, tuple(ds.shape)
         self.crop = _crop_shape(crop, self.shape)
         indices = ds.indices(split)
@@ -221,8 +215,8 @@ class LoaderState:
     steps_per_epoch: int
 
     def __post_init__(self):
-        _check_int("step", self.step, 0)
-        _check_int("steps_per_epoch", self.steps_per_epoch, 1)
+        check_int("step", self.step, 0)
+        check_int("steps_per_epoch", self.steps_per_epoch, 1)
 
     @property
     def epoch(self) -> int:
@@ -257,18 +251,18 @@ class EpochBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, drop_last: bool = True,
                  rank: int = 0, world_size: int = 1, start: int = 0, stop: int | None = None):
-        self.n = _check_int("n", n, 1)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.seed = _check_int("seed", seed, 0)
-        self.world_size = _check_int("world_size", world_size, 1)
-        self.rank = _check_int("rank", rank, 0)
+        self.n = check_int("n", n, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.seed = check_int("seed", seed, 0)
+        self.world_size = check_int("world_size", world_size, 1)
+        self.rank = check_int("rank", rank, 0)
         if self.rank >= self.world_size:
             raise InputError(f"rank {rank} must be < world_size {world_size}")
         self.drop_last = bool(drop_last)
         self.positions = rank_positions(self.n, self.rank, self.world_size)
         self.steps_per_epoch = self._steps_per_epoch()
-        self.start = _check_int("start_step", start, 0)
-        self.stop = None if stop is None else _check_int("total_steps", stop, 0)
+        self.start = check_int("start_step", start, 0)
+        self.stop = None if stop is None else check_int("total_steps", stop, 0)
 
     def _steps_per_epoch(self) -> int:
         per_rank = len(self.positions)
@@ -385,7 +379,7 @@ def make_loader(dataset, batch_size: int, num_workers: int = 2, seed: int | None
     else:
         sd = SliceDataset(dataset, seed=0 if seed is None else seed, **slice_options)
     seed = sd.seed if seed is None else seed
-    num_workers = _check_int("num_workers", num_workers, 0)
+    num_workers = check_int("num_workers", num_workers, 0)
     state = start_step if isinstance(start_step, LoaderState) else None
     step = state.step if state is not None else start_step
     sampler = EpochBatchSampler(len(sd), batch_size, seed, drop_last, rank, world_size,

@@ -31,7 +31,6 @@ markdown file.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -47,8 +46,7 @@ from mriprior.unrolled.networks import sense_reduce
 from mriprior.unrolled.synth import Synthesizer, make_mask
 from mriprior.unrolled.train import load_network, load_unrolled_config, train_unrolled
 from mriprior.experiments.report import save_figure
-from mriprior.io.cfl import BartLayout, read_cfl
-from mriprior.physics.espirit import espirit
+from mriprior.experiments.recon_cases import magnitude_lsq, real_case
 from mriprior.recon.classical import pics
 from mriprior.recon.posterior import fast_posterior
 from mriprior.recon.priors import load_image_prior
@@ -57,16 +55,6 @@ __all__ = ["run_downstream", "table"]
 
 
 # ----------------------------------------------------------------------------- test data
-
-
-def _real_files(path):
-    k = read_cfl(os.path.join(path, "ksp"))
-    layout = BartLayout.from_dims(k.shape, name="ksp")
-    ksp = torch.from_numpy(np.ascontiguousarray(layout.to_torch(k, max_dim=3)))[None]
-    img = torch.from_numpy(np.ascontiguousarray(layout.to_torch(read_cfl(
-        os.path.join(path, "img")), max_dim=4)))
-    img = img.reshape(-1, *img.shape[-2:])[0].to(torch.complex64)  # map 0
-    return ksp.to(torch.complex64), img
 
 
 def test_cases(test, n_slices, accels, spec, shape=None, real=None, seed=0):
@@ -84,11 +72,9 @@ def test_cases(test, n_slices, accels, spec, shape=None, real=None, seed=0):
             for i in pick]
     if shape != tuple(ds.shape):
         refs = [(k, i, fourier_resize(r, shape)) for k, i, r in refs]
-    acq = None
-    if real:
-        ksp, img = _real_files(real)
-        refs.append(("real-phase", "real", fourier_resize(img, shape)))
-        acq = (ksp, img)
+    acq = real_case(real) if real else None
+    if acq is not None:
+        refs.append(("real-phase", "real", fourier_resize(acq["ref"][0], shape)))
     synth = Synthesizer({**spec, "masks": ["random"], "accels": list(accels)}, shape, seed=seed,
                         bank=1)
     cases = []
@@ -102,14 +88,11 @@ def test_cases(test, n_slices, accels, spec, shape=None, real=None, seed=0):
             cases.append({"name": f"{kind} {i}", "kind": kind, "accel": float(a), "ref": ref,
                           "ksp": ksp * mask, "maps": maps, "mask": mask})
     if acq is not None:
-
-        ksp, img = acq
-        mask = (ksp.abs().sum(1, keepdim=True) > 0).float()
-        maps = espirit(ksp, calib=20, maps=1)[:, 0]
-        scale = float(sense_reduce(ksp, maps).abs().max())
+        scale = float(sense_reduce(acq["ksp"], acq["maps"]).abs().max())
         cases.append({"name": "real acquired k-space", "kind": "real-acquired",
-                      "accel": float(mask.numel() / mask.sum()), "ref": (img / img.abs().max())[None],
-                      "ksp": ksp / scale, "maps": maps, "mask": mask, "lsq": True})
+                      "accel": acq["accel"], "ref": acq["ref"] / acq["ref"].abs().max(),
+                      "ksp": acq["ksp"] / scale, "maps": acq["maps"], "mask": acq["mask"],
+                      "lsq": True})
     return cases
 
 
@@ -125,8 +108,7 @@ def _scores(case, img):
         # smooth phase map apart), so align magnitudes by the real least-squares factor, as
         # `mriprior.metrics` does with scale="lsq"; a complex factor would be shrunk by the
         # gauge difference.
-        a = (x.abs() * ref.abs()).sum() / x.abs().square().sum().clamp_min(1e-30)
-        x = a * x
+        x = magnitude_lsq(ref, x) * x
     count, _ = hallucinations(x[0], ref[0])
     return {"psnr": float(psnr(ref, x)), "ssim": float(ssim(ref, x)),
             "nmse": float(nmse(ref, x)), "hallucinations": count}, x

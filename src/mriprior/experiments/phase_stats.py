@@ -37,7 +37,7 @@ from mriprior.data.simulate import PhaseModel, complex_from_magnitude
 from mriprior.physics.phase import gaussian_blur, segment
 from mriprior.errors import InputError
 from mriprior.experiments.report import save_figure
-from mriprior.io.cfl import BartLayout, read_cfl
+from mriprior.experiments.recon_cases import read_real_slice
 
 __all__ = ["comparison_mask", "wrapped_gradient", "gradient_magnitude", "radial_spectrum",
            "structure_function", "noise_sigma", "noise_sigma_inside", "phase_statistics",
@@ -172,12 +172,7 @@ def noise_sigma_inside(image: torch.Tensor, mask: torch.Tensor) -> float:
 
 def load_reference(data: str | Path) -> torch.Tensor:
     """``DATA/img`` (BART ``1 x Y x X x 1 x maps``) -> ESPIRiT map 0 as ``(y, x)`` complex64."""
-
-    arr = read_cfl(Path(data) / "img")
-    layout = BartLayout.from_dims(arr.shape, name=str(Path(data) / "img"))
-    t = layout.to_torch(arr, name="img", max_dim=4)  # (maps, coil, y, x) or less
-    t = t.reshape((-1,) + t.shape[-2:])
-    return torch.from_numpy(np.ascontiguousarray(t[0]))
+    return read_real_slice(data)[1]
 
 
 def _summary(values: list[float], real: float) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mriprior.errors import InputError
-from mriprior.io.cfl import BartLayout, read_cfl
+from mriprior.io.cfl import read_cfl, read_kspace
 from mriprior.metrics import evaluate
 from mriprior.physics.espirit import espirit
 from mriprior.physics.fft import fft2c
@@ -32,7 +32,7 @@ from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
 from mriprior.recon.posterior import interval_radius
 from mriprior.recon.posterior import estimate_noise_var
 
-__all__ = ["PATTERNS", "make_mask", "simulated_case", "real_case", "pick_slices", "complex_lsq",
+__all__ = ["PATTERNS", "make_mask", "simulated_case", "real_case", "read_real_slice", "pick_slices",
            "magnitude_lsq", "score", "uncertainty"]
 
 PATTERNS = {"poisson": "Poisson-disc R~8, calib 20x20", "1d": "1D VD R=5, 30 ACS lines"}
@@ -71,13 +71,18 @@ def simulated_case(img: torch.Tensor, kind: str, seed: int, device=None):
             "scale": "none"}
 
 
+def read_real_slice(path):
+    """``PATH/ksp`` (BART dims) -> ``(1, coil, y, x)`` and ``PATH/img`` (BART's full-data
+    reconstruction) -> its ESPIRiT map 0 as ``(y, x)``; both complex64."""
+    ksp, layout = read_kspace(os.path.join(path, "ksp"))
+    img = layout.to_torch(read_cfl(os.path.join(path, "img")), max_dim=4)
+    img = torch.from_numpy(np.ascontiguousarray(img.reshape(-1, *img.shape[-2:])[0]))
+    return ksp.to(torch.complex64), img.to(torch.complex64)
+
+
 def real_case(path, device=None):
-    k = read_cfl(os.path.join(path, "ksp"))
-    layout = BartLayout.from_dims(k.shape, name="ksp")
-    ksp = torch.from_numpy(np.ascontiguousarray(layout.to_torch(k, max_dim=3)))[None]
-    img = read_cfl(os.path.join(path, "img"))
-    ref = torch.from_numpy(np.ascontiguousarray(layout.to_torch(img, max_dim=4)))
-    ref = ref.reshape(-1, *ref.shape[-2:])[:1]  # map 0 -> (1, y, x)
+    ksp, ref = read_real_slice(path)
+    ref = ref[None]
     if device is not None:
         ksp, ref = ksp.to(device), ref.to(device)
     mask = (ksp.abs().sum(1, keepdim=True) > 0).float()
@@ -90,11 +95,6 @@ def magnitude_lsq(ref, x) -> float:
     """Real factor a minimising || |ref| - a |x| || (the metrics' ``scale="lsq"``)."""
     m = x.abs()
     return float((m * ref.abs()).sum() / (m * m).sum())
-
-
-def complex_lsq(ref, x):
-    """Complex factor a minimising ||ref - a x|| (undoes the unknown global scale / phase)."""
-    return complex((x.conj() * ref).sum() / (x.conj() * x).sum())
 
 
 def pick_slices(ds, split, n):

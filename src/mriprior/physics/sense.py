@@ -48,11 +48,6 @@ class Sense(LinOp):
         self._buffers = None  # work buffer for normal() without autograd
         self.name = f"Mask * FFT * Sense[{maps.shape[1]} map(s), {maps.shape[2]} coils]"
 
-    @property
-    def image_shape(self):
-        b, m, _, y, x = self.maps.shape
-        return (b, m, y, x) if self.multi_map else (b, y, x)
-
     def _img5(self, x):
         return (x if self.multi_map else x.unsqueeze(1)).unsqueeze(2)  # (b, m, 1, y, x)
 

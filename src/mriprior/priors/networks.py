@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mriprior.errors import InputError
+from mriprior.errors import InputError, check_int
 from mriprior.priors.gan import PhaseGenerator
 from mriprior.priors.pixelcnn import PIXELCNN_KEYS, PIXELCNN_PRESETS, PixelCNNPP
 
@@ -142,16 +142,10 @@ class _Up(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_int_tuple(name: str, value: Any, minimum: int) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InputError(f"{name} must be a list of integers, got {value!r}")
-    return tuple(_check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(value))
+    return tuple(check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(value))
 
 
 def _is_number(value: Any) -> bool:
@@ -161,14 +155,14 @@ def _is_number(value: Any) -> bool:
 def _unet_config(in_channels, out_channels, base_channels, channel_mults, num_res_blocks,
                  attention_levels, dropout, fourier_scale, cond_channels) -> dict:
     """The checked, normalised arguments of :class:`ScoreUNet` (its ``config``)."""
-    in_channels = _check_int("in_channels", in_channels, 1)
+    in_channels = check_int("in_channels", in_channels, 1)
     out_channels = in_channels if out_channels is None else out_channels
-    out_channels = _check_int("out_channels", out_channels, 1)
-    base_channels = _check_int("base_channels", base_channels, 2)
+    out_channels = check_int("out_channels", out_channels, 1)
+    base_channels = check_int("base_channels", base_channels, 2)
     channel_mults = _check_int_tuple("channel_mults", channel_mults, 1)
     if not channel_mults:
         raise InputError("channel_mults must list at least one level")
-    num_res_blocks = _check_int("num_res_blocks", num_res_blocks, 1)
+    num_res_blocks = check_int("num_res_blocks", num_res_blocks, 1)
     n_lev = len(channel_mults)
     levels = _check_int_tuple("attention_levels", attention_levels, -n_lev)
     for lev in levels:
@@ -186,7 +180,7 @@ def _unet_config(in_channels, out_channels, base_channels, channel_mults, num_re
             "num_res_blocks": num_res_blocks,
             "attention_levels": sorted({lev % n_lev for lev in levels}),
             "dropout": float(dropout), "fourier_scale": float(fourier_scale),
-            "cond_channels": _check_int("cond_channels", cond_channels, 0)}
+            "cond_channels": check_int("cond_channels", cond_channels, 0)}
 
 
 class ScoreUNet(nn.Module):

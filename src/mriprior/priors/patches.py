@@ -37,9 +37,7 @@ from torch import nn
 from mriprior.errors import InputError
 
 __all__ = ["position_channels", "extract_patches", "training_patches", "tile_starts", "PatchTiler",
-           "check_patches", "POSITION_CHANNELS"]
-
-POSITION_CHANNELS = 2  # (y, x)
+           "check_patches"]
 
 
 def check_patches(patches: Mapping, slice_shape: Sequence[int]) -> dict:

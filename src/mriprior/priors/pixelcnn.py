@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mriprior.errors import InputError
+from mriprior.errors import InputError, check_int
 
 __all__ = [
     "PixelCNNPP",
@@ -115,12 +115,6 @@ PIXELCNN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def num_params_per_pixel(in_channels: int, n_mix: int) -> int:
     """Output channels of the network: ``n_mix * (1 + 2C + C(C-1)/2)``."""
     c = in_channels
@@ -236,14 +230,14 @@ class PixelCNNPP(nn.Module):
     def __init__(self, in_channels: int = 2, filters: int = 128, n_resnet: int = 3,
                  n_mix: int = 10, n_levels: int = 3, dropout: float = 0.5):
         super().__init__()
-        in_channels = _check_int("in_channels", in_channels, 1)
+        in_channels = check_int("in_channels", in_channels, 1)
         if in_channels not in (1, 2):
             raise InputError(f"in_channels must be 1 (magnitude) or 2 (complex: real, imag), "
                              f"got {in_channels}")
-        filters = _check_int("filters", filters, 1)
-        n_resnet = _check_int("n_resnet", n_resnet, 1)
-        n_mix = _check_int("n_mix", n_mix, 1)
-        n_levels = _check_int("n_levels", n_levels, 1)
+        filters = check_int("filters", filters, 1)
+        n_resnet = check_int("n_resnet", n_resnet, 1)
+        n_mix = check_int("n_mix", n_mix, 1)
+        n_levels = check_int("n_levels", n_levels, 1)
         if (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
                 or not 0.0 <= dropout < 1.0):
             raise InputError(f"dropout must be a number in [0, 1), got {dropout!r}")

@@ -281,12 +281,6 @@ def _result(prob: _Problem, x: torch.Tensor, nfe: int, keep: bool) -> PosteriorR
     return PosteriorResult(mmse, var, std, samples if keep else None, prob.scale, nfe)
 
 
-def _streams(prob: "_Problem", seed, device) -> ItemNoise:
-    """One random stream per chain: chain ``j`` of slice ``b`` from ``(seed_b, j)``, so a slice's
-    chains do not depend on the other slices of the batch."""
-    return ItemNoise.for_chains(seed, prob.b, prob.k, device)
-
-
 def _noise_var(noise_var, ksp, mask, prob: "_Problem", ndim: int):
     """``None`` or the per-chain noise variance in the prior's units, shaped to broadcast."""
     noise_var = _resolve_noise_var(noise_var, ksp, mask)
@@ -318,7 +312,7 @@ def langevin_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior,
                          f"n_levels {n_levels}, steps {steps})")
     prob = _Problem(ksp, maps, mask, chains, scaling, support)
     sig = prior.levels(n_levels, sigma_max, sigma_min)[skip:].tolist()
-    g = _streams(prob, seed, ksp.device)
+    g = ItemNoise.for_chains(seed, prob.b, prob.k, ksp.device)  # one stream per chain
     shape = (prob.b * prob.k,) + prob.adj_y.shape[1:]
     if init == "uniform":
         u = g.rand((*shape, 2), dtype=ksp.real.dtype, device=ksp.device)
@@ -387,7 +381,7 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
                          "draw is from the data step's Gaussian posterior")
     prob = _Problem(ksp, maps, mask, chains, scaling, support)
     sig = prior.levels(nfe, sigma_start, sigma_end).tolist()
-    g = _streams(prob, seed, ksp.device)
+    g = ItemNoise.for_chains(seed, prob.b, prob.k, ksp.device)  # one stream per chain
     nv = _noise_var(noise_var, ksp, mask, prob, prob.adj_y.ndim)
     x0 = prob.cg_image().expand((prob.b * prob.k,) + prob.adj_y.shape[1:]).clone()
     x = x0 + sig[0] * randn_like(x0, g)

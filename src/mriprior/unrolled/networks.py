@@ -143,9 +143,6 @@ class VarNet(nn.Module):
         # lambda_t = softplus(w_t): positive, initialised at dc_weight
         self.dc = nn.Parameter(torch.full((cascades,), _softplus_inv(dc_weight)))
 
-    def dc_weights(self) -> torch.Tensor:
-        return F.softplus(self.dc)
-
     def kspace(self, y, maps, mask):
         """The last cascade's coil k-space ``(b, c, y, x)``."""
         _check_inputs(y, maps, mask)
