@@ -10,7 +10,7 @@ GAN (:mod:`mriprior.priors.gan_train`).
   TensorBoard when installed.
 * :mod:`~mriprior.engine.loop`: the one training loop (log, held-out evaluation and checkpoint
   steps, ``stop_at`` for resume tests) around a model-specific ``step`` hook; LR schedule,
-  seeds, weight hashes.
+  the AMP optimiser step, the run folder, loader and held-out images, weight hashes.
 
 A trainer supplies the hooks (one optimisation step, evaluate, save) and its checkpoint's
 content; the engine owns everything else.
@@ -18,16 +18,19 @@ content; the engine owns everything else.
 
 from mriprior.engine.checkpoints import (  # noqa: F401
     latest_checkpoint, list_checkpoints, newest_readable_checkpoint, read_checkpoint,
-    write_checkpoint, save_checkpoint, resume_point, rng_state, set_rng_state,
+    write_checkpoint, save_checkpoint, save_run_checkpoint, resume_point, rng_state,
+    set_rng_state,
 )
 from mriprior.engine.dist import Dist, rank0_lock, run_ranked  # noqa: F401
 from mriprior.engine.logger import Logger, check_tensorboard  # noqa: F401
 from mriprior.engine.loop import (  # noqa: F401
-    Hooks, git_revision, lr_factor, make_optimizer, run_loop, state_sha256,
+    Hooks, git_revision, heldout_images, lr_factor, make_optimizer, optimiser_step,
+    prepare_run_dir, run_loop, state_sha256, training_loader,
 )
 
 __all__ = ["latest_checkpoint", "list_checkpoints", "newest_readable_checkpoint",
-           "read_checkpoint", "write_checkpoint", "save_checkpoint", "resume_point", "rng_state",
-           "set_rng_state", "Dist", "rank0_lock", "run_ranked", "Logger", "check_tensorboard",
-           "Hooks",
-           "git_revision", "lr_factor", "make_optimizer", "run_loop", "state_sha256"]
+           "read_checkpoint", "write_checkpoint", "save_checkpoint", "save_run_checkpoint",
+           "resume_point", "rng_state", "set_rng_state", "Dist", "rank0_lock", "run_ranked",
+           "Logger", "check_tensorboard", "Hooks", "git_revision", "heldout_images",
+           "lr_factor", "make_optimizer", "optimiser_step", "prepare_run_dir", "run_loop",
+           "state_sha256", "training_loader"]

@@ -4,7 +4,8 @@ A run folder keeps ``checkpoints/ckpt-SSSSSSSS.pt`` (``SSSSSSSS`` = the step), e
 written by ``torch.save`` holding tensors and plain types only, with a ``"format"`` key naming the
 engine. Reading is ``torch.load(weights_only=True)``: a file handed to us is never unpickled.
 Resume uses :func:`newest_readable_checkpoint`, which skips a truncated newest file (a full disk,
-a kill during a copy) with a warning naming it.
+a kill during a copy) with a warning naming it. :func:`save_run_checkpoint` is a trainer's
+``save`` hook: the checkpoint of a step, written by rank 0 while the other ranks wait.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from mriprior.errors import InputError
 from mriprior.io.files import atomic_write_bytes
 
 __all__ = ["list_checkpoints", "latest_checkpoint", "read_checkpoint",
-           "newest_readable_checkpoint", "write_checkpoint", "save_checkpoint", "resume_point",
+           "newest_readable_checkpoint", "write_checkpoint", "save_checkpoint",
+           "save_run_checkpoint", "resume_point",
            "check_fixed", "rng_state", "set_rng_state"]
 
 
@@ -97,6 +99,26 @@ def save_checkpoint(output, step: int, state: dict, keep_last: int) -> Path:
     path = write_checkpoint(Path(output) / "checkpoints" / f"ckpt-{step:08d}.pt", state)
     for old in list_checkpoints(output)[:-keep_last]:
         old.unlink(missing_ok=True)
+    return path
+
+
+def save_run_checkpoint(ctx, output, step: int, *, fmt: str, config: dict, states: dict,
+                        loader, export=None, **extra) -> Path:
+    """On rank 0: write checkpoint ``step`` (``{"format": fmt, **extra, "step", "config", the
+    ``state_dict()`` of each of ``states`` (a module's weights on the CPU), "loader"}``), keep
+    the newest ``config["train"]["keep_last"]``, then ``export(step)``; every rank then waits
+    for it. Returns the checkpoint's path (on every rank)."""
+    path = Path(output) / "checkpoints" / f"ckpt-{step:08d}.pt"
+    if ctx.rank == 0:
+        state = {"format": fmt, **extra, "step": step, "config": config,
+                 **{k: ({n: t.detach().cpu() for n, t in v.state_dict().items()}
+                        if isinstance(v, torch.nn.Module) else v.state_dict())
+                    for k, v in states.items()},
+                 "loader": loader.state().as_dict()}
+        path = save_checkpoint(output, step, state, config["train"]["keep_last"])
+        if export is not None:
+            export(step)
+    ctx.barrier()
     return path
 
 

@@ -9,11 +9,15 @@ scalars averaged over the interval and over ranks, the others as last seen; ever
 (and at the last) ``hooks.save(step)`` on every rank. ``stop_at`` stops right after that step's
 checkpoint, without anything a finished run writes: the state a kill at that moment leaves
 (for tests of resumption).
+
+Set-up shared by the trainers: :func:`prepare_run_dir`, :func:`training_loader`,
+:func:`heldout_images`; :func:`optimiser_step` is one AMP-aware optimiser update.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import subprocess
 import sys
@@ -25,9 +29,56 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from mriprior.data.loader import LoaderState, SliceDataset, make_loader
 from mriprior.engine.checkpoints import latest_checkpoint
+from mriprior.io.files import atomic_write_text
 
-__all__ = ["Hooks", "run_loop", "lr_factor", "make_optimizer", "state_sha256", "git_revision"]
+__all__ = ["Hooks", "run_loop", "lr_factor", "make_optimizer", "state_sha256", "git_revision",
+           "prepare_run_dir", "training_loader", "heldout_images", "optimiser_step"]
+
+
+def prepare_run_dir(output: Path, config: dict | None = None) -> None:
+    """Create the run folder (a file in the way: one clear error) and its ``checkpoints/``;
+    write ``config`` (the resolved config), when given, as ``config.json``."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "checkpoints").mkdir(exist_ok=True)
+    if config is not None:
+        atomic_write_text(output / "config.json", json.dumps(config, indent=1))
+
+
+def training_loader(slices, ckpt: dict | None, ctx, train: dict, num_workers: int):
+    """The run's loader over ``slices`` (``train``: batch_size, seed, steps; this rank's shard),
+    at the checkpoint's position (step 0 without one)."""
+    start = LoaderState.from_dict(ckpt["loader"]) if ckpt is not None else 0
+    return make_loader(slices, train["batch_size"], num_workers=num_workers, seed=train["seed"],
+                       start_step=start, rank=ctx.rank, world_size=ctx.world_size,
+                       total_steps=train["steps"])
+
+
+def heldout_images(ds, heldout: dict, crop, channels: str, seed: int, ctx):
+    """Rank 0's fixed held-out images, on its device: the first ``heldout["n_images"]`` slices of
+    the ``heldout["split"]`` split (no flips); None when evaluation is off or on other ranks."""
+    if not (heldout["every"] and ctx.rank == 0):
+        return None
+    hs = SliceDataset(ds, split=heldout["split"], crop=crop, flips=False, channels=channels,
+                      seed=seed)
+    return torch.stack([hs[i] for i in range(min(heldout["n_images"], len(hs)))]).to(ctx.device)
+
+
+def optimiser_step(loss, net, opt, sched, scaler, clip: float | None) -> tuple[float, float]:
+    """Backward of ``loss`` through the grad ``scaler``, global gradient-norm clipping to ``clip``
+    (None: none), the optimiser and LR-scheduler steps. Returns ``(lr, grad_norm)``: the step's
+    learning rate and the gradient norm before clipping (nan without clipping)."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    grad_norm = (float(torch.nn.utils.clip_grad_norm_(net.parameters(), clip))
+                 if clip is not None else float("nan"))
+    lr = opt.param_groups[0]["lr"]
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return lr, grad_norm
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
@@ -89,12 +140,15 @@ class Hooks:
     averaged: tuple = ("loss",)                    # scalars averaged over the log interval
 
 
-def run_loop(loader, hooks: Hooks, *, ctx, logger, output, start_step: int, total: int,
-             log_every: int, save_every: int, eval_every: int = 0,
-             stop_at: int | None = None, images_per_step: int = 1) -> dict:
-    """Run the loop (module docstring). Returns ``{"step", "log" (the last log record),
-    "heldout", "checkpoint", "stopped"}``; a run that had nothing left to do returns the
-    newest checkpoint (or saves step 0)."""
+def run_loop(loader, hooks: Hooks, *, ctx, logger, output, train: dict, eval_every: int = 0,
+             stop_at: int | None = None) -> dict:
+    """Run the loop (module docstring) from the loader's step to ``train["steps"]``, with the
+    ``train`` section's ``log_every``, ``save_every`` and ``batch_size`` (per rank). Returns
+    ``{"step", "log" (the last log record), "heldout", "checkpoint", "stopped"}``; a run that had
+    nothing left to do returns the newest checkpoint (or saves step 0)."""
+    start_step, total = loader.step, train["steps"]
+    log_every, save_every = train["log_every"], train["save_every"]
+    images_per_step = train["batch_size"] * ctx.world_size
     bar = tqdm(total=total, initial=start_step, dynamic_ncols=True, desc="train",
                disable=not (ctx.rank == 0 and sys.stderr.isatty()))
     step, last, heldout, last_ckpt = start_step, {}, {}, None

@@ -49,7 +49,7 @@ from mriprior.errors import InputError
 
 __all__ = ["SCHEMA", "SECTIONS", "load_config", "validate_config", "apply_overrides", "read_yaml",
            "Field", "check_section", "at_least", "positive", "resolve_path", "in_unit_interval",
-           "adam_betas"]
+           "adam_betas", "check_sections", "load_yaml_config"]
 
 _REQUIRED = object()
 
@@ -160,8 +160,9 @@ REQUIRED_SECTIONS = ("model", "data", "train")
 _DIFFUSION_KEYS = {"ve": ("sigma_min", "sigma_max", "t_eps"),
                    "vp": ("beta_min", "beta_max", "t_eps"),
                    "edm": ("sigma_min", "sigma_max", "sigma_data", "p_mean", "p_std")}
-# heldout.sample_grid: key -> (default, minimum). steps: noise levels (diffusion priors only).
-_SAMPLE_GRID = {"n": (4, 1), "size": (64, 1), "steps": (50, 1)}
+# heldout.sample_grid's keys. steps: noise levels (diffusion priors only).
+_SAMPLE_GRID = {"n": Field(int, 4, check=at_least(1)), "size": Field("crop", [64, 64]),
+                "steps": Field(int, 50, check=at_least(1))}
 
 
 def _tname(v) -> str:
@@ -234,20 +235,7 @@ def _coerce(path: str, f: Field, v):
 def _sample_grid(path: str, v) -> dict:
     if not isinstance(v, Mapping):
         raise InputError(f"{path}: expected null or a mapping {{n, size, steps}}, got {_tname(v)}")
-    for key in v:
-        if key not in _SAMPLE_GRID:
-            raise InputError(f"{path}.{key}: unknown key (known: {', '.join(_SAMPLE_GRID)})")
-    out = {}
-    for key, (default, minimum) in _SAMPLE_GRID.items():
-        x = v.get(key, default)
-        if key == "size":
-            x = _coerce(f"{path}.size", Field("crop"), x)
-        elif not _is_int(x):
-            raise InputError(f"{path}.{key}: expected int, got {_tname(x)}")
-        elif x < minimum:
-            raise InputError(f"{path}.{key}: must be >= {minimum}, got {x}")
-        out[key] = x
-    return out
+    return check_section(path, v, _SAMPLE_GRID)
 
 
 def _patches(path: str, v) -> dict:
@@ -365,16 +353,22 @@ def resolve_path(p: str, base_dir: Path) -> str:
     return str(q if q.is_absolute() else (base_dir / q).resolve())
 
 
-def validate_config(raw: Any, base_dir=".") -> dict:
-    """Validate a config mapping (as read from YAML) and return the resolved config."""
+def check_sections(raw: Any, known, required=()) -> None:
+    """InputError unless ``raw`` is a mapping of the ``known`` sections holding the
+    ``required`` ones."""
     if not isinstance(raw, Mapping):
         raise InputError(f"config: expected a mapping of sections, got {_tname(raw)}")
     for key in raw:
-        if key not in SECTIONS:
-            raise InputError(f"{key}: unknown section (known: {', '.join(SECTIONS)})")
-    for key in REQUIRED_SECTIONS:
+        if key not in known:
+            raise InputError(f"{key}: unknown section (known: {', '.join(known)})")
+    for key in required:
         if key not in raw:
             raise InputError(f"{key}: required section missing")
+
+
+def validate_config(raw: Any, base_dir=".") -> dict:
+    """Validate a config mapping (as read from YAML) and return the resolved config."""
+    check_sections(raw, SECTIONS, REQUIRED_SECTIONS)
     base_dir = Path(base_dir)
     out: dict[str, Any] = {}
     for name in SCHEMA:
@@ -481,13 +475,19 @@ def read_yaml(path):
         raise InputError(f"{p}: invalid YAML{where}: {what}") from None
 
 
-def load_config(path, overrides: Mapping[str, Any] | None = None) -> dict:
-    """Read a YAML config, apply ``overrides`` (``{"train.steps": 10}``), validate, resolve."""
+def load_yaml_config(path, overrides: Mapping[str, Any] | None, validate) -> dict:
+    """Read a YAML config, apply ``overrides`` (``{"train.steps": 10}``) and return
+    ``validate(raw, base_dir)`` (relative paths: to the file's folder); errors name the file."""
     p = Path(path)
     raw = read_yaml(p)
     if overrides:
         raw = apply_overrides(raw if isinstance(raw, Mapping) else {}, overrides)
     try:
-        return validate_config(raw, base_dir=p.resolve().parent)
+        return validate(raw, p.resolve().parent)
     except InputError as e:
         raise InputError(f"{p}: {e}") from None
+
+
+def load_config(path, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Read a YAML prior config, apply ``overrides``, validate, resolve."""
+    return load_yaml_config(path, overrides, validate_config)

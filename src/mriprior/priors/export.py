@@ -78,6 +78,10 @@ RECON_DEFAULT_KEYS = {"fast": {"sigma_start": (float, 0.0), "nfe": (int, 1), "ch
 
 
 def _check_recon_defaults(rd, where: str) -> None:
+    """InputError naming the key unless ``rd`` maps methods of :data:`RECON_DEFAULT_KEYS` to
+    valid values (an int ``>=`` its minimum, a finite number ``>`` it); ``tuned_on`` is free."""
+    from mriprior.priors.config import Field, at_least, check_section
+
     if not isinstance(rd, dict):
         raise InputError(f"{where}: recon_defaults must be a mapping")
     for method, values in rd.items():
@@ -86,17 +90,10 @@ def _check_recon_defaults(rd, where: str) -> None:
         if method not in RECON_DEFAULT_KEYS or not isinstance(values, dict):
             raise InputError(f"{where}: recon_defaults.{method}: expected a mapping under one "
                              f"of {sorted(RECON_DEFAULT_KEYS)}")
-        for k, v in values.items():
-            if k not in RECON_DEFAULT_KEYS[method]:
-                raise InputError(f"{where}: recon_defaults.{method}.{k}: unknown key (known: "
-                                 f"{', '.join(RECON_DEFAULT_KEYS[method])})")
-            kind, lo = RECON_DEFAULT_KEYS[method][k]
-            ok = (not isinstance(v, bool) and isinstance(v, int if kind is int else (int, float))
-                  and math.isfinite(v) and (v > lo if kind is float else v >= lo))
-            if not ok:
-                raise InputError(f"{where}: recon_defaults.{method}.{k} must be "
-                                 f"{'an integer >=' if kind is int else 'a number >'} {lo}, "
-                                 f"got {v!r}")
+        check_section(f"{where}: recon_defaults.{method}", values, {
+            k: Field(kind, None, check=at_least(lo) if kind is int else
+                     (lambda v, lo=lo: None if v > lo else f"must be > {lo}, got {v}"))
+            for k, (kind, lo) in RECON_DEFAULT_KEYS[method].items()})
 
 
 def _check_meta(meta: dict, where: str) -> None:

@@ -33,14 +33,15 @@ import torch
 import torch.nn as nn
 
 from mriprior.data.dataset import open_dataset
-from mriprior.data.loader import LoaderState, SliceDataset, make_loader
-from mriprior.engine import (Dist, Hooks, Logger, resume_point, rng_state, run_loop, run_ranked,
-                             save_checkpoint, set_rng_state)
+from mriprior.data.loader import SliceDataset
+from mriprior.engine import (Dist, Hooks, Logger, prepare_run_dir, resume_point, rng_state,
+                             run_loop, run_ranked, save_run_checkpoint, set_rng_state,
+                             training_loader)
 from mriprior.errors import InputError
 from mriprior.launch import launch_env
 from mriprior.priors.config import SCHEMA as PRIOR_SCHEMA
-from mriprior.priors.config import (Field, adam_betas, apply_overrides, at_least, check_section,
-                                    in_unit_interval, positive, read_yaml, resolve_path)
+from mriprior.priors.config import (Field, adam_betas, at_least, check_section, check_sections,
+                                    in_unit_interval, load_yaml_config, positive, resolve_path)
 from mriprior.priors.export import save_prior
 from mriprior.priors.gan import PatchDiscriminator, PhaseGenerator
 
@@ -78,12 +79,7 @@ SCHEMA = {
 def validate_gan_config(raw, base_dir=".") -> dict:
     """Check every key against :data:`SCHEMA` (unknown or mistyped keys fail naming the key);
     relative ``data.path`` / ``train.output`` are taken relative to ``base_dir``."""
-    if not isinstance(raw, dict):
-        raise InputError("GAN config: expected a mapping")
-    unknown = set(raw) - set(SCHEMA) - {"gan"}
-    if unknown:
-        raise InputError(f"{sorted(unknown)[0]}: unknown section (known: gan, "
-                         f"{', '.join(SCHEMA)})")
+    check_sections(raw, ("gan", *SCHEMA))
     cfg = {"gan": True, **{name: check_section(name, raw.get(name), schema)
                            for name, schema in SCHEMA.items()}}
     cfg["data"]["path"] = resolve_path(cfg["data"]["path"], Path(base_dir))
@@ -96,13 +92,7 @@ def validate_gan_config(raw, base_dir=".") -> dict:
 
 def load_gan_config(path, overrides: dict | None = None) -> dict:
     """A GAN config file (``overrides``: ``{"section.key": value}``), validated."""
-    p = Path(path)
-    raw = read_yaml(p)
-    try:
-        return validate_gan_config(apply_overrides(raw, overrides) if overrides else raw,
-                                   p.resolve().parent)
-    except InputError as e:
-        raise InputError(f"{p}: {e}") from None
+    return load_yaml_config(path, overrides, validate_gan_config)
 
 
 # ----------------------------------------------------------------------------- training
@@ -161,23 +151,19 @@ class _GanTrainer:
         if ds.kind != "complex":
             raise InputError(f"data.path {dc['path']}: the GAN learns phase from complex data, "
                              f"this dataset is {ds.kind!r}")
-        self.output.mkdir(parents=True, exist_ok=True)  # a file there: one clear error
-        (self.output / "checkpoints").mkdir(exist_ok=True)
+        prepare_run_dir(self.output)
         torch.manual_seed(tc["seed"])
         self.G = PhaseGenerator(mc["base_channels"], mc["depth"], mc["dropout"]).to(self.device)
         self.D = PatchDiscriminator(mc["disc_channels"], mc["disc_layers"]).to(self.device)
         self.og = torch.optim.Adam(self.G.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]))
         self.od = torch.optim.Adam(self.D.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]))
-        lstate = 0
         if ckpt is not None:
             for name, obj in self._states().items():
                 obj.load_state_dict(ckpt[name])
             set_rng_state(ckpt["rng"], self.device)
-            lstate = LoaderState.from_dict(ckpt["loader"])
         sd = SliceDataset(ds, split=dc["split"], crop=dc["crop"], flips=dc["flips"],
                           channels="complex", seed=tc["seed"])
-        self.loader = make_loader(sd, tc["batch_size"], num_workers=dc["num_workers"],
-                                  start_step=lstate, total_steps=tc["steps"])
+        self.loader = training_loader(sd, ckpt, ctx, tc, dc["num_workers"])
         self.bce = nn.BCEWithLogitsLoss()
         self.meta = {"prior_type": "gan", "parametrisation": "phasor", "network": self.G.config,
                      "data": {"channels": "complex", "crop": dc["crop"], "dataset": dc["path"],
@@ -195,25 +181,21 @@ class _GanTrainer:
                 "d": float(loss_d.detach())}
 
     def save(self, step: int) -> Path:
-        state = {"format": CKPT_FORMAT, "step": step, "config": self.cfg,
-                 **{k: v.state_dict() for k, v in self._states().items()},
-                 "rng": rng_state(self.device), "loader": self.loader.state().as_dict()}
-        path = save_checkpoint(self.output, step, state, self.cfg["train"]["keep_last"])
+        return save_run_checkpoint(self.ctx, self.output, step, fmt=CKPT_FORMAT, config=self.cfg,
+                                   states=self._states(), loader=self.loader, export=self.export,
+                                   rng=rng_state(self.device))
+
+    def export(self, step: int) -> None:
         self.weights, _ = save_prior(self.output / "prior", copy.deepcopy(self.G).cpu().eval(),
                                      {**self.meta, "step": step})
-        return path
 
     def run(self) -> dict:
-        tc = self.cfg["train"]
-        start = self.loader.step
+        logger = Logger(self.output, True, self.loader.step if self.resume else None,
+                        tensorboard=False)
         self.G.train()
         self.D.train()
         r = run_loop(self.loader, Hooks(self.step, self.save, averaged=("l1", "g_adv", "d")),
-                     ctx=self.ctx, logger=Logger(self.output, True, start if self.resume else None,
-                                                 tensorboard=False),
-                     output=self.output, start_step=start, total=tc["steps"],
-                     log_every=tc["log_every"], save_every=tc["save_every"],
-                     images_per_step=tc["batch_size"])
+                     ctx=self.ctx, logger=logger, output=self.output, train=self.cfg["train"])
         return {"step": r["step"], "output": str(self.output),
                 "l1": r["log"].get("l1", float("nan")),
                 "weights": str(self.weights) if self.weights else None}

@@ -41,25 +41,24 @@ CUDA up to the nondeterminism of some kernels). The LR schedule is a function of
 from __future__ import annotations
 
 import copy
-import json
 import os
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from mriprior.data.dataset import open_dataset
-from mriprior.data.loader import LoaderState, SliceDataset, make_loader
+from mriprior.data.loader import SliceDataset
 from mriprior.diffusion import (EMA, ScoreModel, edm_loss, heldout_dsm_loss, ve_dsm_loss,
                                 vp_eps_loss)
 from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.seeds import derive_seed
 from mriprior.engine import (Dist, Hooks, Logger, check_tensorboard, git_revision,
-                             make_optimizer, resume_point, rng_state, run_loop, run_ranked,
-                             save_checkpoint, set_rng_state, state_sha256)
+                             heldout_images, make_optimizer, optimiser_step, prepare_run_dir,
+                             resume_point, rng_state, run_loop, run_ranked, save_run_checkpoint,
+                             set_rng_state, state_sha256, training_loader)
 from mriprior.errors import InputError
-from mriprior.io.files import atomic_write_text, sha256_file
+from mriprior.io.files import sha256_file
 from mriprior.priors.config import load_config, validate_config
 from mriprior.priors.export import save_prior
 from mriprior.priors.networks import network_from_config
@@ -135,8 +134,7 @@ class _PriorTrainer:
     # -- set-up --------------------------------------------------------------------------------
     def _open_data(self, ckpt):
         """Data checked before anything is written; the loader at the resume point."""
-        dcfg, tcfg, hcfg, seed = (self.cfg["data"], self.cfg["train"], self.cfg["heldout"],
-                                  self.cfg["train"]["seed"])
+        dcfg, tcfg, seed = self.cfg["data"], self.cfg["train"], self.cfg["train"]["seed"]
         self.ds = open_dataset(dcfg["path"])
         try:
             slices = SliceDataset(self.ds, split=dcfg["split"], crop=dcfg["crop"],
@@ -147,19 +145,10 @@ class _PriorTrainer:
                         if dcfg["patches"] is not None else None)
         self.ctx.barrier()
         if self.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)  # a file there: one clear error
-            (self.output / "checkpoints").mkdir(exist_ok=True)
-            atomic_write_text(self.output / "config.json", json.dumps(self.cfg, indent=1))
-        start = LoaderState.from_dict(ckpt["loader"]) if ckpt is not None else 0
-        self.loader = make_loader(slices, tcfg["batch_size"], num_workers=dcfg["num_workers"],
-                                  seed=seed, start_step=start, rank=self.ctx.rank,
-                                  world_size=self.ctx.world_size, total_steps=tcfg["steps"])
-        self.heldout_x = None
-        if hcfg["every"] and self.is_main:
-            hs = SliceDataset(self.ds, split=hcfg["split"], crop=dcfg["crop"], flips=False,
-                              channels=dcfg["channels"], seed=seed)
-            n = min(hcfg["n_images"], len(hs))
-            self.heldout_x = torch.stack([hs[i] for i in range(n)]).to(self.device)
+            prepare_run_dir(self.output, self.cfg)
+        self.loader = training_loader(slices, ckpt, self.ctx, tcfg, dcfg["num_workers"])
+        self.heldout_x = heldout_images(self.ds, self.cfg["heldout"], dcfg["crop"],
+                                        dcfg["channels"], seed, self.ctx)
 
     def _build(self, ckpt):
         """Network, EMA, optimiser, schedule, grad scaler, noise streams; the checkpoint's
@@ -254,16 +243,8 @@ class _PriorTrainer:
         x0 = x0.to(self.device, non_blocking=True)
         with torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp else nullcontext():
             loss = self._loss(x0).float().mean()
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.opt)
-        clip = self.cfg["optim"]["grad_clip"]
-        grad_norm = (float(nn.utils.clip_grad_norm_(self.net.parameters(), clip))
-                     if clip is not None else float("nan"))
-        lr = self.opt.param_groups[0]["lr"]
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.sched.step()
+        lr, grad_norm = optimiser_step(loss, self.net, self.opt, self.sched, self.scaler,
+                                       self.cfg["optim"]["grad_clip"])
         self.ema.update(self.net)
         return {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm}
 
@@ -276,18 +257,10 @@ class _PriorTrainer:
         return weights
 
     def save(self, step: int) -> Path:
-        rng = self.ctx.gather(rng_state(self.device, noise=self.noise_gen))
-        path = self.output / "checkpoints" / f"ckpt-{step:08d}.pt"
-        if self.is_main:
-            state = {"format": CKPT_FORMAT, "version": CKPT_VERSION, "step": step,
-                     "world_size": self.ctx.world_size, "config": self.cfg,
-                     **{k: v.state_dict() for k, v in self._states().items()},
-                     "loader": self.loader.state().as_dict(), "rng": rng}
-            state["model"] = {k: v.detach().cpu() for k, v in state["model"].items()}
-            path = save_checkpoint(self.output, step, state, self.cfg["train"]["keep_last"])
-            self.export(step)
-        self.ctx.barrier()
-        return path
+        rng = self.ctx.gather(rng_state(self.device, noise=self.noise_gen))  # on every rank
+        return save_run_checkpoint(self.ctx, self.output, step, fmt=CKPT_FORMAT, config=self.cfg,
+                                   states=self._states(), loader=self.loader, export=self.export,
+                                   version=CKPT_VERSION, world_size=self.ctx.world_size, rng=rng)
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict:
@@ -337,16 +310,13 @@ class _PriorTrainer:
 
     # -- the run -------------------------------------------------------------------------------
     def run(self, stop_at: int | None) -> dict:
-        tcfg, hcfg = self.cfg["train"], self.cfg["heldout"]
-        start_step = self.loader.step
-        self.logger = Logger(self.output, self.is_main, start_step if self.resume else None,
+        tcfg = self.cfg["train"]
+        self.logger = Logger(self.output, self.is_main, self.loader.step if self.resume else None,
                              tcfg["tensorboard"])
         self.net.train()
         r = run_loop(self.loader, Hooks(self.step, self.save, self.evaluate), ctx=self.ctx,
-                     logger=self.logger, output=self.output, start_step=start_step,
-                     total=tcfg["steps"], log_every=tcfg["log_every"],
-                     save_every=tcfg["save_every"], eval_every=hcfg["every"], stop_at=stop_at,
-                     images_per_step=tcfg["batch_size"] * self.ctx.world_size)
+                     logger=self.logger, output=self.output, train=tcfg,
+                     eval_every=self.cfg["heldout"]["every"], stop_at=stop_at)
         if r["stopped"]:  # as a kill would leave it
             prior = self.output / "prior.safetensors" if self.is_main else None
         else:

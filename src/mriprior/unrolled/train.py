@@ -37,18 +37,20 @@ import torch
 from torch import nn
 
 from mriprior.data.dataset import open_dataset
-from mriprior.data.loader import LoaderState, SliceDataset, make_loader
+from mriprior.data.loader import SliceDataset
 from mriprior.seeds import derive_seed
-from mriprior.engine import (Dist, Hooks, Logger, git_revision, make_optimizer, run_ranked,
-                             resume_point, run_loop, save_checkpoint, state_sha256)
+from mriprior.engine import (Dist, Hooks, Logger, check_tensorboard, git_revision,
+                             heldout_images, make_optimizer, optimiser_step, prepare_run_dir,
+                             resume_point, run_loop, run_ranked, save_run_checkpoint,
+                             state_sha256, training_loader)
 from mriprior.errors import InputError
 from mriprior.io.files import (atomic_write_bytes, atomic_write_text, sha256_file,
                                weights_and_sidecar)
 from mriprior.metrics import psnr, ssim
 from mriprior.physics.fft import ifft2c
 from mriprior.priors.config import SCHEMA as PRIOR_SCHEMA
-from mriprior.priors.config import (Field, apply_overrides, at_least, check_section, positive,
-                                    read_yaml, resolve_path)
+from mriprior.priors.config import (Field, at_least, check_section, check_sections,
+                                    load_yaml_config, positive, resolve_path)
 from mriprior.unrolled.networks import build_network
 from mriprior.unrolled.synth import MASK_KINDS, Synthesizer
 
@@ -99,14 +101,7 @@ _FIXED = (("model",), ("data",), ("simulation",))
 
 def validate_unrolled_config(raw, base_dir=".") -> dict:
     """Validate a mapping (as read from YAML); returns the resolved config (paths absolute)."""
-    if not isinstance(raw, dict):
-        raise InputError(f"config: expected a mapping, got {type(raw).__name__}")
-    for key in raw:
-        if key not in _SECTIONS:
-            raise InputError(f"{key}: unknown section (known: {', '.join(_SECTIONS)})")
-    for key in ("model", "data", "train"):
-        if key not in raw:
-            raise InputError(f"{key}: required section missing")
+    check_sections(raw, _SECTIONS, ("model", "data", "train"))
     out = {"unrolled": True}
     if not isinstance(raw["model"], dict):
         raise InputError("model: expected a mapping")
@@ -127,14 +122,8 @@ def validate_unrolled_config(raw, base_dir=".") -> dict:
 
 
 def load_unrolled_config(path, overrides: dict | None = None) -> dict:
-    p = Path(path)
-    raw = read_yaml(p)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-    try:
-        return validate_unrolled_config(raw, p.resolve().parent)
-    except InputError as e:
-        raise InputError(f"{p}: {e}") from None
+    """An unrolled-network config file (``overrides``: ``{"section.key": value}``), validated."""
+    return load_yaml_config(path, overrides, validate_unrolled_config)
 
 
 # ----------------------------------------------------------------------------- export
@@ -198,6 +187,7 @@ def train_unrolled(config, resume: bool = False, *, stop_at: int | None = None) 
         cfg = load_unrolled_config(config)
     else:
         cfg = validate_unrolled_config(dict(config), ".")
+    check_tensorboard(cfg["train"]["tensorboard"])
     return run_ranked(cfg["train"]["device"], cfg["train"]["output"],
                       lambda ctx: _UnrolledTrainer(cfg, ctx, resume).run(stop_at))
 
@@ -220,16 +210,11 @@ class _UnrolledTrainer:
                               flips=dcfg["flips"], channels="complex", seed=self.seed)
         ctx.barrier()
         if self.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)  # a file there: one clear error
-            (self.output / "checkpoints").mkdir(exist_ok=True)
-            atomic_write_text(self.output / "config.json", json.dumps(cfg, indent=1))
+            prepare_run_dir(self.output, cfg)
         self.shape = slices.crop or tuple(self.ds.shape)
         scfg = cfg["simulation"]
         self.synth = Synthesizer(scfg, self.shape, seed=self.seed, bank=scfg["bank"])
-        start = LoaderState.from_dict(ckpt["loader"]) if ckpt is not None else 0
-        self.loader = make_loader(slices, tcfg["batch_size"], num_workers=dcfg["num_workers"],
-                                  seed=self.seed, start_step=start, rank=ctx.rank,
-                                  world_size=ctx.world_size, total_steps=tcfg["steps"])
+        self.loader = training_loader(slices, ckpt, ctx, tcfg, dcfg["num_workers"])
         self._build(ckpt)
         self.heldout = self._heldout_cases()
 
@@ -250,13 +235,11 @@ class _UnrolledTrainer:
                 "scaler": self.scaler}
 
     def _heldout_cases(self):
-        hcfg, dcfg = self.cfg["heldout"], self.cfg["data"]
-        if not (hcfg["every"] and self.is_main):
+        x = heldout_images(self.ds, self.cfg["heldout"], self.cfg["data"]["crop"], "complex",
+                           self.seed, self.ctx)
+        if x is None:
             return None
-        hs = SliceDataset(self.ds, split=hcfg["split"], crop=dcfg["crop"], flips=False,
-                          channels="complex", seed=self.seed)
-        n = min(hcfg["n_images"], len(hs))
-        ref = complex_batch(torch.stack([hs[i] for i in range(n)])).to(self.device)
+        ref = complex_batch(x)
         g = torch.Generator(device=self.device).manual_seed(
             derive_seed(_STEP_TAG, self.seed, 999_999))
         return (ref, *self.synth(ref, g))
@@ -280,30 +263,18 @@ class _UnrolledTrainer:
         ksp, maps, mask = self.synth(ref, g)
         with torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext():
             loss = _loss(self.cfg["train"]["loss"], self.model(ksp, maps, mask), ref)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.opt)
-        if self.cfg["optim"]["grad_clip"] is not None:
-            nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg["optim"]["grad_clip"])
-        lr = self.opt.param_groups[0]["lr"]
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.sched.step()
+        lr, _ = optimiser_step(loss, self.net, self.opt, self.sched, self.scaler,
+                               self.cfg["optim"]["grad_clip"])
         return {"loss": float(loss.detach()), "lr": lr}
 
     def save(self, step: int) -> Path:
-        path = self.output / "checkpoints" / f"ckpt-{step:08d}.pt"
-        if self.is_main:
-            state = {"format": CKPT_FORMAT, "step": step, "world_size": self.ctx.world_size,
-                     "config": self.cfg,
-                     **{k: v.state_dict() for k, v in self._states().items()},
-                     "loader": self.loader.state().as_dict()}
-            state["model"] = {k: v.detach().cpu() for k, v in state["model"].items()}
-            path = save_checkpoint(self.output, step, state, self.cfg["train"]["keep_last"])
-            save_network(self.output / "net", copy.deepcopy(self.net).cpu().eval(),
-                         {**self.meta, "step": step})
-        self.ctx.barrier()
-        return path
+        return save_run_checkpoint(self.ctx, self.output, step, fmt=CKPT_FORMAT, config=self.cfg,
+                                   states=self._states(), loader=self.loader, export=self.export,
+                                   world_size=self.ctx.world_size)
+
+    def export(self, step: int) -> Path:
+        return save_network(self.output / "net", copy.deepcopy(self.net).cpu().eval(),
+                            {**self.meta, "step": step})
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict:
@@ -317,16 +288,14 @@ class _UnrolledTrainer:
                 "zero_filled_psnr": float(psnr(ref, (maps.conj() * ifft2c(ksp)).sum(1)))}
 
     def run(self, stop_at: int | None) -> dict:
-        tcfg = self.cfg["train"]
-        self.step_no = start_step = self.loader.step
+        self.step_no = self.loader.step
         self.meta = self._meta()
-        logger = Logger(self.output, self.is_main, start_step if self.resume else None)
+        logger = Logger(self.output, self.is_main, self.step_no if self.resume else None,
+                        self.cfg["train"]["tensorboard"])
         self.net.train()
         r = run_loop(self.loader, Hooks(self.step, self.save, self.evaluate), ctx=self.ctx,
-                     logger=logger, output=self.output, start_step=start_step,
-                     total=tcfg["steps"], log_every=tcfg["log_every"],
-                     save_every=tcfg["save_every"], eval_every=self.cfg["heldout"]["every"],
-                     stop_at=stop_at, images_per_step=tcfg["batch_size"] * self.ctx.world_size)
+                     logger=logger, output=self.output, train=self.cfg["train"],
+                     eval_every=self.cfg["heldout"]["every"], stop_at=stop_at)
         return {"step": r["step"], "loss": r["log"].get("loss", float("nan")),
                 "output": str(self.output),
                 "network": str(self.output / "net.safetensors") if self.is_main else None,
