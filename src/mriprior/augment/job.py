@@ -34,7 +34,7 @@ import torch
 
 from mriprior.augment.phase import (METHODS, conditional_phase, gan_phase, langevin_phase,
                                     smooth_phase, zero_phase)
-from mriprior.data.dataset import DatasetWriter, check_output, open_dataset
+from mriprior.data.dataset import DatasetWriter, check_output, open_magnitude_source
 from mriprior.data.simulate import slice_seed
 from mriprior.diffusion.losses import PARAMETRISATIONS
 from mriprior.errors import InputError
@@ -251,11 +251,7 @@ def augment_dataset(src, out, settings: AugmentSettings, *, batch: int = 8, devi
     rank, world_size, _ = launch_env(rank, world_size)
     if not 0 <= rank < world_size:
         raise InputError(f"rank {rank} out of range for world size {world_size}")
-    if src.resolve() == out.resolve():
-        raise InputError(f"--out {out} is the input dataset; choose another folder")
-    ds = open_dataset(src)
-    if ds.kind != "magnitude":
-        raise InputError(f"{src}: a {ds.kind!r} dataset; augmentation expects magnitudes")
+    ds = open_magnitude_source(src, out, "augmentation expects magnitudes")
     if settings.prior is not None and settings.prior_sha256 is None:
         weights, _ = prior_files(settings.prior)
         if not weights.exists():

@@ -1,17 +1,24 @@
-"""Helpers shared by the cfl-in / cfl-out commands."""
+"""Helpers shared by the commands (torch is imported only by the helpers that need it, so
+commands without torch, e.g. ``data import``, stay light)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from mriprior.errors import InputError
 from mriprior.io.cfl import BartLayout, read_cfl, read_kspace
 
+if TYPE_CHECKING:
+    import torch
+
 
 def device(name: str | None) -> torch.device:
+    """``--device``: cpu, cuda, cuda:N or auto (a GPU when there is one), checked."""
+    import torch
+
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -34,6 +41,8 @@ def check_finite(arr, path: str, what: str) -> None:
 
 def check_output(x: torch.Tensor, what: str) -> None:
     """Refuse to write a non-finite result (InputError instead of a file of NaN)."""
+    import torch
+
     if not bool(torch.isfinite(x).all()):
         raise InputError(f"the {what} is not finite (NaN or Inf): nothing written; check the "
                          "inputs and parameters")
@@ -41,6 +50,8 @@ def check_output(x: torch.Tensor, what: str) -> None:
 
 def load_maps(path: str, layout: BartLayout, dev) -> torch.Tensor:
     """BART sensitivity file -> ``(1, maps, coil, y, x)``."""
+    import torch
+
     arr = read_cfl(path)
     check_finite(arr, path, "the coil maps")
     if not np.any(arr):
@@ -65,6 +76,8 @@ def load_problem(args, dev):
 
 def load_pattern(path: str, layout: BartLayout, dev) -> torch.Tensor:
     """BART pattern/mask file (coil dim 1) -> real ``(1, 1, y, x)``."""
+    import torch
+
     arr = read_cfl(path)
     check_finite(arr, path, "the pattern")
     p = layout.to_torch(arr, name=path, max_dim=3)
@@ -73,11 +86,12 @@ def load_pattern(path: str, layout: BartLayout, dev) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(p.real)).reshape(1, 1, *p.shape[-2:]).to(dev)
 
 
-def check_at_least_one(what: str, **flags) -> None:
-    """InputError naming the first ``flag=value`` (``None``: not given) that is below 1."""
+def check_at_least_one(what: str = "", **flags) -> None:
+    """InputError naming the first ``flag=value`` (``None``: not given) that is below 1
+    (``what``: the quantity, named in the message)."""
     for flag, v in flags.items():
         if v is not None and not v >= 1:
-            raise InputError(f"{flag} {v}: {what} must be >= 1")
+            raise InputError(f"{flag} {v}: {what + ' ' if what else ''}must be >= 1")
 
 
 def parse_sizes(text: str, layout: BartLayout, option: str) -> tuple[int, int]:
@@ -116,22 +130,30 @@ def split_files(args, prog: str) -> str:
                      f"name(s): {' '.join(files)} (see mriprior {prog} --help)")
 
 
-def progress_bar(desc: str, unit: str, quiet: bool = False):
+def progress_bar(desc: str, unit: str, quiet: bool = False, **tqdm_options):
     """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (on a terminal only,
-    so logs and captured output stay clean)."""
+    so logs and captured output stay clean), made at the first call and closed once ``done >=
+    total`` or by ``progress.close()``. ``tqdm_options`` are passed on (default leave=False)."""
     from tqdm import tqdm
 
-    state = {}
+    bar = None
 
     def progress(done, total):
+        nonlocal bar
         if quiet:
             return
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, unit=unit, desc=desc, disable=None, leave=False)
-        state["bar"].n = done
-        state["bar"].refresh()
+        if bar is None:
+            bar = tqdm(unit=unit, desc=desc, disable=None, **{"leave": False, **tqdm_options})
+        bar.total, bar.n = total, done
+        bar.refresh()
         if done >= total:
-            state["bar"].close()
+            bar.close()
+
+    def close():
+        if bar is not None:
+            bar.close()
+
+    progress.close = close
     return progress
 
 
@@ -154,11 +176,13 @@ def run_slices(args, run_one, prog: str, inputs, outputs) -> None:
     from mriprior.io.files import atomic_write_text, output_lock, work_folder
 
     n = read_header(args.kspace)[SLICE_DIM]
-    for name in inputs:
-        path = getattr(args, name, None)
-        if path and read_header(path)[SLICE_DIM] not in (1, n):
-            raise InputError(f"{path}: {read_header(path)[SLICE_DIM]} slices (BART dim 13), but "
+    counts = {name: read_header(path)[SLICE_DIM] for name in inputs
+              if (path := getattr(args, name, None))}  # slices of each input file given
+    for name, count in counts.items():
+        if count not in (1, n):
+            raise InputError(f"{getattr(args, name)}: {count} slices (BART dim 13), but "
                              f"{args.kspace} has {n}")
+    outputs = [name for name in outputs if getattr(args, name, None)]
     out = Path(args.output)
     parts = out.with_name(out.name + ".parts")
     sig = {k: v for k, v in sorted(vars(args).items())
@@ -169,21 +193,18 @@ def run_slices(args, run_one, prog: str, inputs, outputs) -> None:
         for s in range(n):
             if not (parts / f"done-{s:05d}").exists():
                 one = argparse.Namespace(**vars(args))
-                for name in inputs:
-                    path = getattr(args, name, None)
-                    if path and read_header(path)[SLICE_DIM] == n:
-                        cut = parts / f"in-{name}-{s:05d}"
-                        write_cfl(cut, np.take(read_cfl(path, squeeze=False), [s], SLICE_DIM))
-                        setattr(one, name, str(cut))
+                for name in (name for name, count in counts.items() if count == n):
+                    cut = parts / f"in-{name}-{s:05d}"
+                    write_cfl(cut, np.take(read_cfl(getattr(args, name), squeeze=False), [s],
+                                           SLICE_DIM))
+                    setattr(one, name, str(cut))
                 for name in outputs:
-                    if getattr(args, name, None):
-                        setattr(one, name, str(parts / f"out-{name}-{s:05d}"))
+                    setattr(one, name, str(parts / f"out-{name}-{s:05d}"))
                 one.files = [one.kspace, one.sens, one.output]
                 run_one(one)
                 atomic_write_text(parts / f"done-{s:05d}", "")
             progress(s + 1, n)
         for name in outputs:
-            if getattr(args, name, None):
-                stack = [read_cfl(parts / f"out-{name}-{s:05d}", squeeze=False) for s in range(n)]
-                write_cfl(getattr(args, name), np.concatenate(stack, axis=SLICE_DIM))
+            stack = [read_cfl(parts / f"out-{name}-{s:05d}", squeeze=False) for s in range(n)]
+            write_cfl(getattr(args, name), np.concatenate(stack, axis=SLICE_DIM))
         shutil.rmtree(parts, ignore_errors=True)

@@ -66,9 +66,8 @@ def _device(name: str):
 def run(args) -> int:
     import sys
 
-    from tqdm import tqdm
-
     from mriprior.augment.job import AugmentSettings, augment_dataset
+    from mriprior.cli._common import check_at_least_one, progress_bar
     from mriprior.launch import launch_env
 
     settings = AugmentSettings(method=args.method, samples=args.samples, seed=args.seed,
@@ -77,28 +76,14 @@ def run(args) -> int:
                                          "eta": args.eta},
                                conditional={"n_levels": args.levels or 200, "snr": args.snr})
     rank = launch_env().rank
-    bar = None
-
-    def progress(done, total):
-        nonlocal bar
-        if args.quiet:
-            return
-        if bar is None:
-            bar = tqdm(total=total, unit="chunk", desc=f"augment (rank {rank})", file=sys.stderr,
-                       disable=None)
-        bar.n = done
-        bar.refresh()
-
+    progress = progress_bar(f"augment (rank {rank})", "chunk", args.quiet, leave=True)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))  # noqa: E731
     dev = _device(args.device)
     batch = args.batch if args.batch is not None else (8 if dev.type == "cuda" else 2)
-    if batch < 1:
-        from mriprior.errors import InputError
-        raise InputError(f"--batch {batch}: must be >= 1")
+    check_at_least_one(**{"--batch": batch})
     s = augment_dataset(args.src, args.out, settings, batch=batch, device=dev,
                         overwrite=args.force, progress=progress, log=log)
-    if bar is not None:
-        bar.close()
+    progress.close()
     if "images_per_s" in s and not args.quiet:
         print(f"rank {rank}: {s['chunks_done']} chunks, {s['images_per_s']:.2f} images/s",
               file=sys.stderr)

@@ -44,11 +44,8 @@ def run(args):
     if not 1 <= n <= coils:
         raise InputError(f"-p {args.n_virtual}: must be between 0 and the number of coils "
                          f"({coils}) of {args.ksp}")
-    if args.all:
-        calib = None
-    else:
-        cy, cx = parse_sizes(args.calib, layout, "-r")
-        calib = (min(cy, ksp.shape[-2]), min(cx, ksp.shape[-1]))
+    calib = None if args.all else tuple(  # clipped to the data, like BART
+        min(c, s) for c, s in zip(parse_sizes(args.calib, layout, "-r"), ksp.shape[-2:]))
     try:
         matrix = coil_compression_matrix(ksp, n, calib)
     except InputError as e:

@@ -24,7 +24,6 @@ written atomically (an interrupted import leaves nothing). Full rules: mriprior.
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 
 from mriprior.data.importers import (AXES, COMBINES, KINDS, NORMALIZE_MODES, RESIZE_MODES,
@@ -58,32 +57,16 @@ def add_arguments(p):
     p.add_argument("--force", action="store_true", help="replace an existing --out dataset")
 
 
-class _Progress:
-    """tqdm bar on stderr, created on the first report (the total is known by then)."""
-
-    def __init__(self):
-        self.bar = None
-
-    def __call__(self, done: int, total: int):
-        if self.bar is None:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, unit="file", file=sys.stderr, desc="importing",
-                            dynamic_ncols=True, leave=False, disable=None)
-        self.bar.update(done - self.bar.n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds like Ctrl-C: the half-built dataset is removed
 
 
 def run(args):
+    from mriprior.cli._common import progress_bar
+
     if not args.sources:
         raise InputError("no SRC given: name the files or folders to import")
-    progress = _Progress()
+    progress = progress_bar("importing", "file", dynamic_ncols=True)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:

@@ -65,8 +65,7 @@ def run(args):
         args.out, args.cache, sources=args.sources, shape=tuple(args.shape),
         axes=_axes(args.axes), overwrite=args.force, verify=args.verify,
         workers=args.workers, log=None if args.quiet else _log)
-    width = max(len(s) for s in report["slices_per_source"]) if report["slices_per_source"] \
-        else 6
+    width = max(map(len, report["slices_per_source"]), default=6)
     print(f"{report['out']}: {report['count']} slices of {report['shape'][0]}x"
           f"{report['shape'][1]} ({report['seconds']:.1f} s)")
     for source, n in report["slices_per_source"].items():

@@ -74,11 +74,10 @@ def _range(text: str, name: str) -> tuple[float, float]:
 
 def _choices(text: str, name: str) -> tuple[float, ...]:
     try:
-        vals = tuple(float(t) for t in text.split(","))
+        return tuple(float(t) for t in text.split(","))
     except ValueError:
         raise InputError(f"{name} {text!r}: expected a number or a comma-separated list") \
             from None
-    return vals
 
 
 def build_model(args):
@@ -138,14 +137,12 @@ def build_kspace(args):
 
 
 def run(args):
+    from mriprior.cli._common import check_at_least_one, device, progress_bar
     from mriprior.data.simulate import simulate_dataset
 
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size {args.batch_size}: must be >= 1")
+    check_at_least_one(**{"--batch-size": args.batch_size})
     model = build_model(args)
     kspace = build_kspace(args)
-    from mriprior.cli._common import device, progress_bar
-
     summary = simulate_dataset(args.src, args.out, seed=args.seed, model=model, kspace=kspace,
                                overwrite=args.force, batch_size=args.batch_size,
                                device=device(args.device),

@@ -34,21 +34,19 @@ def add_arguments(p):
 
 
 def run(args):
-    from mriprior.cli._common import device
-
+    from mriprior.cli._common import check_at_least_one, device
     from mriprior.errors import InputError
+
     if args.classical:
         from mriprior.experiments.classical_demo import DemoConfig, run_demo
         if args.size < 32 or args.size > 2048:
             raise InputError(f"--size {args.size}: use 32..2048")
-        if args.iterations < 1:
-            raise InputError(f"--iterations {args.iterations}: must be >= 1")
+        check_at_least_one(**{"--iterations": args.iterations})
         cfg = DemoConfig(size=args.size, accel=args.accel, iterations=args.iterations,
                          seed=args.seed)
         run_demo(args.out, cfg, device=device(args.device))
         return
     from mriprior.experiments.prior_demo import DEFAULT_CASE, DEFAULT_PRIOR, run_prior_demo
-    if args.chains < 1 or args.nfe < 1:
-        raise InputError(f"--chains {args.chains} / --nfe {args.nfe}: must be >= 1")
+    check_at_least_one(**{"--chains": args.chains, "--nfe": args.nfe})
     run_prior_demo(args.out, case=args.case or DEFAULT_CASE, prior=args.prior or DEFAULT_PRIOR,
                    chains=args.chains, nfe=args.nfe, seed=args.seed, device=device(args.device))

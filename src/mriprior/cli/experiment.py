@@ -63,11 +63,10 @@ def add_arguments(p):
         sp.set_defaults(_experiment=experiment)
 
 
-def _common(p, docs: bool = True):
+def _common(p):
     p.add_argument("--out", required=True, help="folder for the figure and JSON")
     p.add_argument("--device", default="cpu")
-    if docs:
-        p.add_argument("--docs", default=None, help="markdown file to put the table in")
+    p.add_argument("--docs", default=None, help="markdown file to put the table in")
 
 
 def _args_phase(p):
@@ -143,11 +142,15 @@ def _progress_log():
     return log
 
 
-def _write_docs(args, head, section, figure=None):
-    """Put ``section`` into the markdown file ``--docs`` (created with a title if missing) and
-    copy ``figure`` (if it exists) to ``figures/`` next to it."""
+def _write_docs(args, table, res, figure=None):
+    """With ``--docs``: put the experiment's table (``table(res, command line)`` -> ``(head,
+    section)``) into that markdown file (created with a title if missing) and copy ``figure``
+    (if it exists) to ``figures/`` next to it."""
     from mriprior.experiments.report import replace_section
 
+    if not args.docs:
+        return
+    head, section = table(res, "mriprior experiment " + " ".join(sys.argv[2:]))
     if figure is not None and os.path.exists(figure):
         figs = os.path.join(os.path.dirname(os.path.abspath(args.docs)), "figures")
         os.makedirs(figs, exist_ok=True)
@@ -168,10 +171,6 @@ def _named(items, flag: str, value: str) -> dict:
     return out
 
 
-def _command() -> str:
-    return "mriprior experiment " + " ".join(sys.argv[2:])
-
-
 def _phase(args) -> None:
     from mriprior.experiments.phase_eval import run_phase_eval, table
 
@@ -181,8 +180,7 @@ def _phase(args) -> None:
                          langevin_kw={"n_levels": args.levels, "steps": args.steps},
                          cond_kw={"n_levels": args.cond_levels}, device=args.device,
                          log=_progress_log())
-    if args.docs:
-        _write_docs(args, *table(res, _command()))
+    _write_docs(args, table, res)
 
 
 def _downstream(args) -> None:
@@ -198,8 +196,7 @@ def _downstream(args) -> None:
                          args.out, seeds=seeds, accels=accels, n_slices=args.slices,
                          real=args.real, prior=args.prior, steps=args.train_steps,
                          log=_progress_log())
-    if args.docs:
-        _write_docs(args, *table(res, _command()), os.path.join(args.out, "downstream.png"))
+    _write_docs(args, table, res, os.path.join(args.out, "downstream.png"))
 
 
 def _priors(args) -> None:
@@ -210,8 +207,7 @@ def _priors(args) -> None:
                                patterns=tuple(k for k in args.patterns.split(",") if k),
                                chains=args.chains, nfe=args.nfe, device=args.device,
                                log=_progress_log())
-    if args.docs:
-        _write_docs(args, *table(res, _command()), os.path.join(args.out, "prior_compare.png"))
+    _write_docs(args, table, res, os.path.join(args.out, "prior_compare.png"))
 
 
 def _phase_stats(args) -> None:

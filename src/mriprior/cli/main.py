@@ -68,8 +68,13 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _os_message(e: OSError) -> str:
-    """``PATH: reason`` for a file-system error (no space, is a directory, permission, ...)."""
+def _message(e: Exception) -> str:
+    """The one-line message of a user error: an InputError's text, ``PATH: reason`` for a
+    file-system error (no space, is a directory, permission, ...), or out of memory."""
+    if isinstance(e, MemoryError):
+        return "out of memory (try a smaller --batch or input)"
+    if not isinstance(e, OSError):
+        return str(e)
     what = e.strerror or str(e)
     where = e.filename2 if e.filename2 is not None else e.filename  # a rename: its target
     if where is None:
@@ -107,21 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         warnings.showwarning = _note
         args._run(args)
-    except InputError as e:
+    except (InputError, OSError, MemoryError) as e:  # bad input, file system, memory
         if debug:
             raise
-        print(f"mriprior {label}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # file system: no space, is a directory, permission, ...
-        if debug:
-            raise
-        print(f"mriprior {label}: error: {_os_message(e)}", file=sys.stderr)
-        return 2
-    except MemoryError:
-        if debug:
-            raise
-        print(f"mriprior {label}: error: out of memory (try a smaller --batch or input)",
-              file=sys.stderr)
+        print(f"mriprior {label}: error: {_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mriprior {label}: interrupted (finished outputs are kept; rerun to resume)",

@@ -60,11 +60,12 @@ def _run_volume(args):
         r = evaluate_volume(ref, rec)
     except InputError as e:
         raise InputError(f"{args.reference} vs {args.reconstruction}: {e}") from None
-    if args.json:
-        print(json.dumps(r))
-    else:
-        print(f"PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  NMSE {r['nmse']:.4e}  "
-              f"(fastMRI volume metrics, {ref.shape[0]} slices)")
+    _report(r, args.json, f"  (fastMRI volume metrics, {ref.shape[0]} slices)")
+
+
+def _report(r: dict, as_json: bool, note: str = "") -> None:
+    print(json.dumps(r) if as_json else
+          f"PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  NMSE {r['nmse']:.4e}{note}")
 
 
 def run(args):
@@ -90,11 +91,7 @@ def run(args):
         if m.shape[-2:] != ref.shape[-2:]:
             raise InputError(f"{args.mask}: mask plane {m.shape[-2:]} != image {ref.shape[-2:]}")
         mask = np.abs(m[0]) > 0
-    r = evaluate(ref, rec, scale=args.scale, mask=mask)
-    if args.json:
-        print(json.dumps(r))
-    else:
-        print(f"PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  NMSE {r['nmse']:.4e}")
+    _report(evaluate(ref, rec, scale=args.scale, mask=mask), args.json)
 
 
 def _dims(shape):

@@ -16,7 +16,7 @@ pi * sqrt(2 pi) * N / 8 (about 0.98 N) times BART's.
 
 from __future__ import annotations
 
-
+from mriprior.cli._common import check_at_least_one
 from mriprior.errors import InputError
 from mriprior.io.cfl import BartLayout, write_cfl
 
@@ -37,9 +37,7 @@ def add_arguments(p):
 def _validate(args) -> None:
     if not 1 <= args.size <= MAX_SIZE:
         raise InputError(f"-x {args.size}: size must be in 1..{MAX_SIZE}")
-    for flag, n in (("-s", args.coils), ("-S", args.sens)):
-        if n is not None and n < 1:
-            raise InputError(f"{flag} {n}: number of coils must be >= 1")
+    check_at_least_one("number of coils", **{"-s": args.coils, "-S": args.sens})
     if args.sens is not None and args.coils is not None:
         raise InputError("-s and -S cannot be combined (-S outputs only the sensitivities)")
     if args.sens is not None and args.kspace:

@@ -18,7 +18,6 @@ import argparse
 import math
 import sys
 
-
 from mriprior.errors import InputError
 from mriprior.io.cfl import read_cfl, write_cfl
 
@@ -54,12 +53,9 @@ def add_arguments(p):
                    help="BART's debug level (accepted; mriprior prints its notes always)")
     p.add_argument("-m", dest="admm", action="store_true",
                    help="ADMM (BART): what --tv uses; refused for l1 / l2")
-    for flag, (takes_value, _) in UNSUPPORTED.items():
-        dest = "unsupported_" + flag.strip("-").replace("-", "_")
-        if takes_value:
-            p.add_argument(flag, dest=dest, default=None, help=argparse.SUPPRESS)
-        else:
-            p.add_argument(flag, dest=dest, action="store_true", help=argparse.SUPPRESS)
+    for flag, (takes_value, _) in UNSUPPORTED.items():  # accepted, then refused by name
+        p.add_argument(flag, dest="unsupported_" + flag.strip("-"), help=argparse.SUPPRESS,
+                       **({} if takes_value else {"action": "store_true"}))
     p.add_argument("files", nargs="+", metavar="KSP SENS OUT | VOLUME.h5 OUT",
                    help="BART k-space, maps and output; or a fastMRI HDF5 volume and an output "
                         "(.h5: fastMRI-style 'reconstruction'; else cfl, slices in dim 13)")
@@ -85,7 +81,7 @@ UNSUPPORTED = {
 
 def _check_bart_flags(args, reg):
     for flag, (_, instead) in UNSUPPORTED.items():
-        if getattr(args, "unsupported_" + flag.strip("-").replace("-", "_")):
+        if getattr(args, "unsupported_" + flag.strip("-")):
             raise InputError(f"{flag} (BART pics): {instead}")
     if args.admm and reg in ("l1", "l2"):
         raise InputError("-m (ADMM): mriprior uses ADMM for TV only; for l1 / l2 drop -m "

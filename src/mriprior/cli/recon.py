@@ -104,7 +104,9 @@ def resolve(args, prior) -> dict:
         given = getattr(args, option)
         out[key] = given if given is not None else tuned.get(option, library[key])
     if "noise_var" in out:  # a property of the data, never of the prior: not in sidecars
-        out["noise_var"] = _noise_var(out["noise_var"])
+        v = out["noise_var"]
+        out["noise_var"] = None if v in (None, "none") else _word_or_positive("--noise-var", v,
+                                                                               "auto", "none")
     flag = {key: ("-i" if option == "iters" else "--" + option.replace("_", "-"))
             for option, key in OPTIONS[args.method].items()}
     for key in ("chains", "nfe", "max_iter", "n_levels", "steps"):
@@ -120,30 +122,17 @@ def resolve(args, prior) -> dict:
     return out
 
 
-def _scaling(value: str):
-    if value in ("cg", "adjoint"):
-        return value
-    try:
-        v = float(value)
-    except ValueError:
-        raise InputError(f"--scaling {value!r}: use cg, adjoint or a positive number") from None
-    if not v > 0:
-        raise InputError(f"--scaling {value!r} must be positive")
-    return v
-
-
-def _noise_var(value):
-    """--noise-var: None / 'none' -> None, 'auto' -> 'auto', else a positive number."""
-    if value is None or value == "none":
-        return None
-    if value == "auto":
+def _word_or_positive(flag: str, value, *words):
+    """``value`` if it is one of ``words``, else a finite number > 0 (InputError naming
+    ``flag`` otherwise): --scaling, --noise-var."""
+    if value in words:
         return value
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"--noise-var {value!r}: use a positive number, auto or none") from None
+        v = np.nan
     if not (v > 0 and np.isfinite(v)):
-        raise InputError(f"--noise-var {value!r}: must be a positive number")
+        raise InputError(f"{flag} {value!r}: use {', '.join(words)} or a positive number")
     return v
 
 
@@ -185,11 +174,10 @@ def _run_volume(args, dev):
 
 
 def run(args):
-    from mriprior.cli._common import (check_output, device, load_problem, run_slices,
-                                      split_files)
+    from mriprior.cli._common import (check_output, device, load_problem, progress_bar,
+                                      run_slices, split_files)
 
     import torch
-    from tqdm import tqdm
 
     from mriprior.recon.posterior import credibility_map
     from mriprior.recon.priors import load_image_prior
@@ -199,7 +187,7 @@ def run(args):
         return run_slices(args, run, "recon", ("kspace", "sens", "pattern"),
                           ("output", "std", "var", "samples", "flag"))
     dev = device(args.device)
-    scaling = _scaling(args.scaling)
+    scaling = _word_or_positive("--scaling", args.scaling, "cg", "adjoint")
     if kind == "volume":
         return _run_volume(args, dev)
     ksp, maps, mask, layout = load_problem(args, dev)
@@ -213,20 +201,11 @@ def run(args):
     if args.batch is not None and args.batch < 1:
         raise InputError(f"--batch must be >= 1, got {args.batch}")
     opts = resolve(args, prior)
-    bar = None if args.quiet else tqdm(total=1, desc=f"recon ({args.method})", unit="step",
-                                       file=sys.stderr, disable=None)
-
-    def progress(done, total):
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    progress = progress_bar(f"recon ({args.method})", "step", args.quiet, leave=True)
     with torch.no_grad():
         x, std, var, samples, scale = _reconstruct(args, opts, ksp, maps, mask, prior, scaling,
                                                    progress)
-    if bar is not None:
-        bar.close()
+    progress.close()
     shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                       for k, v in opts.items() if v is not None)
     print(f"mriprior recon: {args.method} ({shown}), data scale {float(scale[0]):g}, "
@@ -250,12 +229,9 @@ def run(args):
         check_output(std, "standard deviation")
     write(args.output, x)
     if std is not None:
-        if args.std:
-            write(args.std, std.to(x.dtype))
-        if args.var:
-            write(args.var, var.to(x.dtype))
-        if args.samples:
-            write(args.samples, samples)
-        if args.flag:
-            _, flagged = credibility_map(x, std, rel=args.rel, chains=opts["chains"])
-            write(args.flag, flagged.to(x.dtype))
+        flagged = credibility_map(x, std, rel=args.rel, chains=opts["chains"])[1] \
+            if args.flag else None
+        for path, img in ((args.std, std), (args.var, var), (args.samples, samples),
+                          (args.flag, flagged)):
+            if path:
+                write(path, img.to(x.dtype))

@@ -39,17 +39,14 @@ def add_arguments(p):
 
 
 def run(args):
-    import torch
-
-    from mriprior.cli._common import check_output, device
     from tqdm import tqdm
+
+    from mriprior.cli._common import check_at_least_one, check_output, device
 
     from mriprior.priors.export import load_prior, prior_kind
     from mriprior.priors.sampling import sample_prior
 
-    for flag, v in (("--n", args.n), ("--steps", args.steps)):
-        if v < 1:
-            raise InputError(f"{flag} {v}: must be >= 1")
+    check_at_least_one(**{"--n": args.n, "--steps": args.steps})
     if args.size is not None and min(args.size) < 1:
         raise InputError(f"--size {' '.join(map(str, args.size))}: sizes must be >= 1")
     if not args.temperature > 0:
@@ -76,7 +73,6 @@ def run(args):
     how = (f"pixelcnn ancestral, temperature {args.temperature:g}" if pixelcnn else
            f"{args.sampler}, {args.steps} levels")
     print(f"wrote {args.out} ({args.n} samples, {size[0]} x {size[1]}, {how})")
-    del torch
 
 
 def _grid(path, x):

@@ -47,11 +47,8 @@ def resolve(path, overrides: dict | None = None) -> tuple[str, dict]:
 
 
 def run(args):
-    overrides = {}
-    if args.steps is not None:
-        overrides["train.steps"] = args.steps
-    if args.device is not None:
-        overrides["train.device"] = args.device
+    overrides = {k: v for k, v in (("train.steps", args.steps), ("train.device", args.device))
+                 if v is not None}
     kind, cfg = resolve(args.config, overrides)
     if kind == "gan":
         from mriprior.priors.gan_train import train_gan as trainer

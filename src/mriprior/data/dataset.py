@@ -36,8 +36,8 @@ import numpy as np
 from mriprior.errors import InputError
 from mriprior.io.files import DIR_MODE, atomic_write_json, check_replaceable, named_oserror
 
-__all__ = ["DatasetWriter", "Dataset", "open_dataset", "check_output", "is_dataset", "FORMAT",
-           "VERSION"]
+__all__ = ["DatasetWriter", "Dataset", "open_dataset", "open_magnitude_source", "check_output",
+           "is_dataset", "move_into_place", "FORMAT", "VERSION"]
 
 FORMAT = "mriprior-dataset"
 VERSION = 1
@@ -60,6 +60,29 @@ def check_output(out, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise InputError(f"{out}: already exists (use overwrite / --force to replace it)")
     check_replaceable(out, is_dataset, "an mriprior dataset")
+
+
+def move_into_place(built, out) -> None:
+    """Rename the finished folder ``built`` to ``out``; an existing ``out`` is moved aside first
+    and removed only once the new one is in place."""
+    built, out = Path(built), Path(out)
+    old = out.with_name(f".{out.name}.old-{os.getpid()}") if out.exists() else None
+    if old is not None:
+        os.replace(out, old)
+    os.replace(built, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _locate(starts: np.ndarray, i: int) -> tuple[int, int]:
+    """``(shard, offset)`` of item ``i`` (negative counts from the end) given the shards' start
+    indices ``starts`` (``starts[-1]``: the item count); IndexError when out of range."""
+    n = int(starts[-1])
+    if not -n <= i < n:
+        raise IndexError(f"slice {i} out of range for {n} slices")
+    i %= n
+    s = int(np.searchsorted(starts, i, side="right") - 1)
+    return s, int(i - starts[s])
 
 
 class DatasetWriter:
@@ -136,13 +159,7 @@ class DatasetWriter:
                     "options": self.options, "provenance": self.provenance,
                     "summary": self.summary, "slices": self.records}
         atomic_write_json(self.tmp / "manifest.json", manifest)
-        old = None
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, old)
-        os.replace(self.tmp, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        move_into_place(self.tmp, self.out)
         self._closed = True
         return self.out
 
@@ -208,11 +225,8 @@ class Dataset:
         return len(self.records)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"slice {i} out of range for {len(self)} slices")
-        i %= len(self)
-        s = int(np.searchsorted(self._starts, i, side="right") - 1)
-        return self._arrays[s][i - self._starts[s]]
+        s, j = _locate(self._starts, i)
+        return self._arrays[s][j]
 
     def indices(self, split: str | None = None) -> np.ndarray:
         """Slice indices of one split ("train", "val", "test"), or all."""
@@ -224,3 +238,14 @@ class Dataset:
 
 def open_dataset(path) -> Dataset:
     return Dataset(path)
+
+
+def open_magnitude_source(src, out, expects: str) -> Dataset:
+    """Open the magnitude dataset ``src`` that a job turns into ``out``: InputError when ``out``
+    is ``src`` itself or ``src`` is not a magnitude dataset (``expects`` ends that message)."""
+    if Path(src).resolve() == Path(out).resolve():
+        raise InputError(f"--out {out} is the input dataset; choose another folder")
+    ds = open_dataset(src)
+    if ds.kind != "magnitude":
+        raise InputError(f"{src}: a {ds.kind!r} dataset; {expects}")
+    return ds

@@ -171,9 +171,7 @@ class SliceDataset(torch.utils.data.Dataset):
         (ny, nx), (cy, cx) = self.shape, self.crop
         oy = int(rng.integers(0, ny - cy + 1))
         ox = int(rng.integers(0, nx - cx + 1))
-        fy, fx = (bool(f) for f in rng.random(2) < 0.5)
-        if not self.flips:
-            fy = fx = False
+        fy, fx = (self.flips and bool(f) for f in rng.random(2) < 0.5)  # drawn either way
         return Augmentation(oy, ox, fy, fx)
 
     def load(self, index: int, aug: Augmentation) -> torch.Tensor:

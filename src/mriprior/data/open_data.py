@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mriprior.data.dataset import check_output
+from mriprior.data.dataset import check_output, move_into_place
 from mriprior.errors import InputError
 from mriprior.io.files import locks_output, sha256_file
 
@@ -214,11 +214,9 @@ ARCHIVES: tuple[Archive, ...] = (
                   "--implementation", "cp", "--abi", "cp311")),
 )
 
-SOURCES: dict[str, tuple[Archive, ...]] = {}
-for _a in ARCHIVES:
-    SOURCES.setdefault(_a.source, ())
-    SOURCES[_a.source] += (_a,)
-del _a
+SOURCES: dict[str, tuple[Archive, ...]] = {
+    name: tuple(a for a in ARCHIVES if a.source == name)
+    for name in dict.fromkeys(a.source for a in ARCHIVES)}
 DEFAULT_SOURCES = tuple(SOURCES)
 
 _TIMEOUT_S = 1800
@@ -354,10 +352,6 @@ def _stamp_ok(folder: Path, archive_sha: str, names) -> bool:
         (folder / n).is_file() for n in names)
 
 
-def _write_stamp(folder: Path, archive_sha: str) -> None:
-    (folder / ".extracted.json").write_text(json.dumps({"archive_sha256": archive_sha}))
-
-
 def extract_deb(deb, members, out_dir) -> None:
     """Extract ``members`` (paths inside the package) of a .deb with ``dpkg-deb -x``."""
     deb = Path(deb)
@@ -403,7 +397,7 @@ def _extract(archive: Archive, path: Path, cache: Path, archive_sha: str) -> Pat
         extract_deb(path, wanted, folder)
     else:
         extract_wheel(path, wanted, folder)
-    _write_stamp(folder, archive_sha)
+    (folder / ".extracted.json").write_text(json.dumps({"archive_sha256": archive_sha}))
     return folder
 
 
@@ -598,16 +592,6 @@ def _finish_dataset(dataset: Path, entries, skipped, options: dict, cache: Path)
     (dataset / "LICENSES.md").write_text(licences_markdown(entries, skipped))
 
 
-def _move_into_place(built: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(built, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @locks_output("out_dir", "data open")
 def build_open_corpus(out_dir, cache_dir=None, *, sources=DEFAULT_SOURCES, shape=(256, 256),
                       axes=("x", "y", "z"), overwrite: bool = False, verify: bool = True,
@@ -657,7 +641,7 @@ def build_open_corpus(out_dir, cache_dir=None, *, sources=DEFAULT_SOURCES, shape
                    "axes": list(axes), "min_signal": min_signal, "verify": verify,
                    "salt": SALT}
         _finish_dataset(dataset, entries, skipped, options, cache)
-        _move_into_place(dataset, out)
+        move_into_place(dataset, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     per_source: dict[str, int] = {}

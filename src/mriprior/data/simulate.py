@@ -40,7 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mriprior.data.dataset import DatasetWriter, check_output, open_dataset
+from mriprior.data.dataset import (DatasetWriter, _locate, check_output, open_dataset,
+                                   open_magnitude_source)
 from mriprior.errors import InputError
 from mriprior.seeds import derive_seed
 from mriprior.io.files import locks_output
@@ -63,6 +64,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # parameter distributions and draws
 # --------------------------------------------------------------------------------------------
+
+
+def _plain(params) -> dict:
+    """A dataclass as a JSON-ready dict (tuples as lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params).items()}
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ class PhaseModel:
             raise InputError(f"n_classes={self.n_classes}: expected >= 1")
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        return _plain(self)
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ class PhaseParams:
     bone_threshold: float = 0.3
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        return _plain(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PhaseParams":
@@ -300,9 +306,7 @@ def _params_for_batch(batch: int, model: PhaseModel, generator, seeds) -> list[P
         return [sample_params(model, torch.Generator().manual_seed(s)) for s in seeds]
     if generator is None:
         raise InputError("give a generator or per-item seeds (no hidden global randomness)")
-    if generator.device.type != "cpu":
-        raise InputError("phase parameters are drawn with a CPU torch.Generator")
-    return [sample_params(model, generator) for _ in range(batch)]
+    return [sample_params(model, generator) for _ in range(batch)]  # checks it is a CPU one
 
 
 def random_phase(magnitude, generator: torch.Generator | None = None, seeds=None,
@@ -622,11 +626,8 @@ class KSpaceShards:
         return int(self._starts[-1])
 
     def __getitem__(self, i: int):
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"slice {i} out of range for {len(self)} slices")
-        i %= len(self)
-        s = int(np.searchsorted(self._starts, i, side="right") - 1)
-        return self.ksp[s][i - self._starts[s]], self.maps[s][i - self._starts[s]]
+        s, j = _locate(self._starts, i)
+        return self.ksp[s][j], self.maps[s][j]
 
 
 @locks_output("out", "data simulate")
@@ -650,11 +651,7 @@ def simulate_dataset(src, out, seed: int = 0, model: PhaseModel = PhaseModel(),
     from mriprior import __version__
 
     src, out = Path(src), Path(out)
-    if src.resolve() == out.resolve():
-        raise InputError(f"--out {out} is the input dataset; choose another folder")
-    ds = open_dataset(src)
-    if ds.kind != "magnitude":
-        raise InputError(f"{src}: a {ds.kind!r} dataset; simulate expects a magnitude dataset")
+    ds = open_magnitude_source(src, out, "simulate expects a magnitude dataset")
     check_output(out, overwrite)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     options = {"simulate": {"seed": int(seed), "model": model.to_dict(),
@@ -681,26 +678,23 @@ def simulate_dataset(src, out, seed: int = 0, model: PhaseModel = PhaseModel(),
                     ksp, maps, rec = _kspace_slice(img[j], kspace, slice_seed(seed, i, 1))
                     sim["kspace"] = rec
                     kbuf.append((ksp.numpy(), maps.numpy()))
-                    if len(kbuf) == w.shard_size:
+                    if len(kbuf) == w.shard_size or i == n - 1:  # as the image shards
                         kfiles.append(_flush_kspace(w.tmp, len(kfiles), kbuf))
                         kbuf = []
                 w.add(img[j].cpu().numpy(), dict(ds.records[i], simulation=sim))
             if progress is not None:
                 progress(idx[-1] + 1, n)
         if kspace is not None:
-            if kbuf:
-                kfiles.append(_flush_kspace(w.tmp, len(kfiles), kbuf))
             w.options["simulate"]["kspace"]["files"] = kfiles
         w.summary = {"count": n, "negative_pixels_clamped": clamped,
                      "kspace": kspace is not None}
     return {"out": str(out), "count": n, "negative_pixels_clamped": clamped,
-            "kspace_files": len(kfiles) if kspace is not None else 0}
+            "kspace_files": len(kfiles)}
 
 
 def _flush_kspace(root, k: int, buf: list[tuple]) -> dict:
-    d = root / KSPACE_DIR
-    d.mkdir(exist_ok=True)
-    names = {"ksp": f"{KSPACE_DIR}/ksp-{k:05d}.npy", "maps": f"{KSPACE_DIR}/maps-{k:05d}.npy"}
-    np.save(root / names["ksp"], np.stack([b[0] for b in buf]).astype(np.complex64))
-    np.save(root / names["maps"], np.stack([b[1] for b in buf]).astype(np.complex64))
+    (root / KSPACE_DIR).mkdir(exist_ok=True)
+    names = {key: f"{KSPACE_DIR}/{key}-{k:05d}.npy" for key in ("ksp", "maps")}
+    for j, name in enumerate(names.values()):  # buf: (ksp, maps) pairs
+        np.save(root / name, np.stack([b[j] for b in buf]).astype(np.complex64))
     return dict(names, count=len(buf))

@@ -37,7 +37,7 @@ from mriprior.data.simulate import PhaseModel, complex_from_magnitude
 from mriprior.physics.phase import gaussian_blur, segment
 from mriprior.errors import InputError
 from mriprior.experiments.report import save_figure
-from mriprior.experiments.recon_cases import read_real_slice
+from mriprior.experiments.recon_cases import real_image
 
 __all__ = ["comparison_mask", "wrapped_gradient", "gradient_magnitude", "radial_spectrum",
            "structure_function", "noise_sigma", "noise_sigma_inside", "phase_statistics",
@@ -172,7 +172,7 @@ def noise_sigma_inside(image: torch.Tensor, mask: torch.Tensor) -> float:
 
 def load_reference(data: str | Path) -> torch.Tensor:
     """``DATA/img`` (BART ``1 x Y x X x 1 x maps``) -> ESPIRiT map 0 as ``(y, x)`` complex64."""
-    return read_real_slice(data)[1]
+    return real_image(data)
 
 
 def _summary(values: list[float], real: float) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mriprior.errors import InputError
-from mriprior.io.cfl import read_cfl, read_kspace
+from mriprior.io.cfl import BartLayout, read_cfl, read_kspace
 from mriprior.metrics import evaluate
 from mriprior.physics.espirit import espirit
 from mriprior.physics.fft import fft2c
@@ -32,7 +32,7 @@ from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
 from mriprior.recon.posterior import interval_radius
 from mriprior.recon.posterior import estimate_noise_var
 
-__all__ = ["PATTERNS", "make_mask", "simulated_case", "real_case", "read_real_slice", "pick_slices",
+__all__ = ["PATTERNS", "make_mask", "simulated_case", "real_case", "real_image", "read_real_slice", "pick_slices",
            "magnitude_lsq", "score", "uncertainty"]
 
 PATTERNS = {"poisson": "Poisson-disc R~8, calib 20x20", "1d": "1D VD R=5, 30 ACS lines"}
@@ -71,13 +71,20 @@ def simulated_case(img: torch.Tensor, kind: str, seed: int, device=None):
             "scale": "none"}
 
 
+def real_image(path) -> torch.Tensor:
+    """``PATH/img`` (BART's full-data reconstruction, ``1 x Y x X x 1 x maps``) -> its ESPIRiT
+    map 0 as ``(y, x)`` complex64."""
+    name = os.path.join(path, "img")
+    arr = read_cfl(name)
+    t = BartLayout.from_dims(arr.shape, name=name).to_torch(arr, name=name, max_dim=4)
+    return torch.from_numpy(np.ascontiguousarray(t.reshape(-1, *t.shape[-2:])[0])).to(
+        torch.complex64)
+
+
 def read_real_slice(path):
-    """``PATH/ksp`` (BART dims) -> ``(1, coil, y, x)`` and ``PATH/img`` (BART's full-data
-    reconstruction) -> its ESPIRiT map 0 as ``(y, x)``; both complex64."""
-    ksp, layout = read_kspace(os.path.join(path, "ksp"))
-    img = layout.to_torch(read_cfl(os.path.join(path, "img")), max_dim=4)
-    img = torch.from_numpy(np.ascontiguousarray(img.reshape(-1, *img.shape[-2:])[0]))
-    return ksp.to(torch.complex64), img.to(torch.complex64)
+    """``PATH/ksp`` (BART dims) -> ``(1, coil, y, x)`` complex64, and :func:`real_image`."""
+    ksp, _ = read_kspace(os.path.join(path, "ksp"))
+    return ksp.to(torch.complex64), real_image(path)
 
 
 def real_case(path, device=None):
