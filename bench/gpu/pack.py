@@ -77,8 +77,10 @@ def clinical_files(folder, n: int, seed: int) -> list[Path]:
 
 
 def pack(open_path, complex_path, out, *, clinical=None, clinical_n=1800, real=None, n_val=2,
-         n_test=8, seed=0, log=print) -> dict:
-    """Write the pack folder ``out`` (atomically: built beside it, then renamed)."""
+         n_test=8, seed=0, eval_path=None, log=print) -> dict:
+    """Write the pack folder ``out`` (atomically: built beside it, then renamed). ``eval_path``:
+    a complex dataset whose val / test splits give the evaluation slices instead of
+    ``complex_path``'s (e.g. held-out clinical images with simulated phase)."""
     out = Path(out)
     mag = open_dataset(open_path)
     cplx = open_dataset(complex_path)
@@ -91,14 +93,18 @@ def pack(open_path, complex_path, out, *, clinical=None, clinical_n=1800, real=N
     train_idx = [i for i, r in enumerate(mag.manifest["slices"]) if r["split"] == "train"]
     blobs = [_jpeg(mag[i]) for i in train_idx]
     open_jpeg, open_offsets = _concat(blobs)
-    val_idx = pick_slices(cplx, "val", n_val)
-    test_idx = pick_slices(cplx, "test", n_test)
+    ev = cplx if eval_path is None else open_dataset(eval_path)
+    if ev.kind != "complex" or ev.shape != mag.shape:
+        raise InputError(f"{eval_path}: expected a complex dataset of {mag.shape} slices, got "
+                         f"{ev.kind!r} {ev.shape}")
+    val_idx = pick_slices(ev, "val", n_val)
+    test_idx = pick_slices(ev, "test", n_test)
     arrays = {
         "open_jpeg": open_jpeg, "open_offsets": open_offsets,
         "open_index": np.asarray(train_idx, dtype=np.int64),
-        "val": np.stack([np.asarray(cplx[i], dtype=np.complex64) for i in val_idx]),
+        "val": np.stack([np.asarray(ev[i], dtype=np.complex64) for i in val_idx]),
         "val_index": np.asarray(val_idx, dtype=np.int64),
-        "test": np.stack([np.asarray(cplx[i], dtype=np.complex64) for i in test_idx]),
+        "test": np.stack([np.asarray(ev[i], dtype=np.complex64) for i in test_idx]),
         "test_index": np.asarray(test_idx, dtype=np.int64),
     }
     files = []
@@ -126,6 +132,10 @@ def pack(open_path, complex_path, out, *, clinical=None, clinical_n=1800, real=N
                         "manifest_sha256": sha256_file(Path(complex_path) / "manifest.json"),
                         "simulate": cplx.manifest.get("options", {}).get("simulate"),
                         "val_index": val_idx, "test_index": test_idx},
+            "eval": None if eval_path is None else {
+                "dataset": str(eval_path),
+                "manifest_sha256": sha256_file(Path(eval_path) / "manifest.json"),
+                "simulate": ev.manifest.get("options", {}).get("simulate")},
             "clinical": None if clinical is None else {
                 "folder": str(clinical), "files": len(files), "seed": seed,
                 "names_sha256": hashlib.sha256("\n".join(
@@ -159,11 +169,14 @@ def main(argv=None):
     p.add_argument("--val", type=int, default=2)
     p.add_argument("--test", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval", default=None,
+                   help="complex dataset whose val / test splits are the evaluation slices "
+                        "(default: those of --complex)")
     p.add_argument("--out", default=".gpu")
     a = p.parse_args(argv)
     try:
         pack(a.open, a.complex, a.out, clinical=a.clinical, clinical_n=a.clinical_n, real=a.real,
-             n_val=a.val, n_test=a.test, seed=a.seed)
+             n_val=a.val, n_test=a.test, seed=a.seed, eval_path=a.eval)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
