@@ -66,7 +66,7 @@ def run(a) -> dict:
     return res
 
 
-def report(res: dict, cmd: str) -> str:
+def report(res: dict, cmd: str, prior: str = "bundled") -> str:
     def mean(kind, split, nv, key="psnr"):
         v = [r[key] for k, r in res.items() if k.startswith(f"{kind}/{split}/")
              and k.endswith(f"/{nv}")]
@@ -91,8 +91,8 @@ def report(res: dict, cmd: str) -> str:
     secs1 = np.mean([r["s"] for k, r in res.items() if k.endswith("/auto")])
     return "\n".join([
         TITLE, "",
-        "The bundled VE prior, 4 chains x 20 NFE, sigma_start 1 (tuned for it on the validation "
-        "slices), same seeds; mean +- std of PSNR dB / mean SSIM; plain = `cg_iters` CG "
+        f"Prior `{prior}`, 4 chains x 20 NFE, sigma_start 1 (tuned for it on the validation "
+        "slices), same seeds, one noise stream per chain; mean +- std of PSNR dB / mean SSIM; plain = `cg_iters` CG "
         "iterations on the data alone from the denoised image (DDS), noise model = "
         "`noise_var=\"auto\"`: `(A^H A + nv / s^2) d = A^H y + nv / s^2 D` with the k-space "
         "noise variance `nv` estimated from the outermost sampled k-space (nothing tuned).", "",
@@ -116,8 +116,8 @@ def main(argv=None):
     p.add_argument("--no-docs", action="store_true")
     a = p.parse_args(argv)
     res = json.load(open(OUT)) if a.report_only else run(a)
-    cmd = "python bench/noise_dc.py --pack .gpu-eval --real ../shared/data/brain-8coil-slice"
-    text = report(res, cmd)
+    cmd = f"python bench/noise_dc.py --pack {a.pack} --prior {a.prior} --real {a.real}"
+    text = report(res, cmd, a.prior)
     print(text)
     if not a.no_docs:
         replace_section(os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md"), TITLE, text)
