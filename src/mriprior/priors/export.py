@@ -51,6 +51,7 @@ from mriprior.diffusion.losses import PARAMETRISATION_OF
 from mriprior.errors import InputError
 from mriprior.io.files import (DIR_MODE, atomic_write_bytes, atomic_write_text,
                                check_replaceable, weights_and_sidecar)
+from mriprior.priors.config import Field, at_least, check_section
 from mriprior.priors.networks import network_from_config
 
 
@@ -80,8 +81,6 @@ RECON_DEFAULT_KEYS = {"fast": {"sigma_start": (float, 0.0), "nfe": (int, 1), "ch
 def _check_recon_defaults(rd, where: str) -> None:
     """InputError naming the key unless ``rd`` maps methods of :data:`RECON_DEFAULT_KEYS` to
     valid values (an int ``>=`` its minimum, a finite number ``>`` it); ``tuned_on`` is free."""
-    from mriprior.priors.config import Field, at_least, check_section
-
     if not isinstance(rd, dict):
         raise InputError(f"{where}: recon_defaults must be a mapping")
     for method, values in rd.items():
