@@ -9,7 +9,7 @@ import torch
 
 from mriprior.cli.main import main
 from mriprior.data.dataset import DatasetWriter, open_dataset
-from mriprior.data.subset import subset_indices
+from mriprior.data.subset import merge_datasets, subset_indices
 from mriprior.errors import InputError
 from mriprior.experiments.prior_compare import run_prior_comparison, summarise, table
 from mriprior.io.cfl import write_cfl
@@ -189,6 +189,35 @@ def test_data_subset_cli(tmp_path):
                  "--n", "2"]) == 2
     assert len(open_dataset(tmp_path / "sub")) == 4
     assert json.loads((tmp_path / "sub" / "manifest.json").read_text())["count"] == 4
+
+
+def test_data_merge_cli(tmp_path):
+    """The union of two datasets: chosen splits of each, in order, pixels and records kept."""
+    for name, kind, offset in (("a", "complex", 0), ("b", "complex", 100), ("m", "magnitude", 0)):
+        with DatasetWriter(tmp_path / name, kind, (4, 4), shard_size=2) as w:
+            for i in range(6):
+                w.add(np.full((4, 4), offset + i, np.complex64 if kind == "complex" else
+                              np.float32), {"source": f"{name}{i}",
+                                            "split": ["train", "val", "test"][i % 3]})
+    (tmp_path / "b" / "LICENSES.md").write_text("b licences")
+    assert main(["data", "merge", "--in", str(tmp_path / "a"), "--in", str(tmp_path / "b"),
+                 "--out", str(tmp_path / "ab"), "--splits", "train,val"]) == 0
+    ab = open_dataset(tmp_path / "ab")
+    assert len(ab) == 8 and ab.kind == "complex"
+    assert [r["source"] for r in ab.records] == ["a0", "a1", "a3", "a4", "b0", "b1", "b3", "b4"]
+    for i, r in enumerate(ab.records):
+        k, j = r["merged_from"]
+        assert r["source"] == f"{'ab'[k]}{j}" and ab[i][0, 0] == 100 * k + j
+    assert len(ab.indices("train")) == 4 and len(ab.indices("test")) == 0
+    srcs = ab.manifest["options"]["merge"]["sources"]
+    assert [s["count"] for s in srcs] == [4, 4] and len(srcs[1]["manifest_sha256"]) == 64
+    assert (tmp_path / "ab" / "licenses" / "1-b" / "LICENSES.md").read_text() == "b licences"
+    # a magnitude dataset does not merge with complex ones; one source is not a merge
+    assert main(["data", "merge", "--in", str(tmp_path / "a"), "--in", str(tmp_path / "m"),
+                 "--out", str(tmp_path / "am")]) == 2
+    assert not (tmp_path / "am").exists()
+    with pytest.raises(InputError, match="at least two"):
+        merge_datasets([tmp_path / "a"], tmp_path / "x")
 
 
 def test_best_grid_value_and_edge_note():

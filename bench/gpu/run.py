@@ -482,7 +482,7 @@ def evaluate_priors(data, trained, cfg, device, run: Run) -> None:
     for item in cfg.compare:  # NAME=PRIOR, side by side with the same slices and tuning
         name, _, path = item.partition("=")
         priors[name] = load_image_prior(path, device=device)
-    if BUNDLED.with_suffix(".json").is_file():
+    if not cfg.no_bundled and BUNDLED.with_suffix(".json").is_file():
         priors["cpu (bundled)"] = load_image_prior(BUNDLED, device=device)
     # held-out denoising loss per sigma (VE DSM form, comparable across parametrisations)
     val_x = torch.stack([data["val"].real, data["val"].imag], 1).to(device)
@@ -612,6 +612,9 @@ def parse(argv=None):
     p.add_argument("--compare", action="append", default=[], metavar="NAME=PRIOR",
                    help="also evaluate this prior, side by side on the same slices with its "
                         "own tuning (repeatable; the bundled prior always is)")
+    p.add_argument("--no-bundled", action="store_true",
+                   help="do not add the bundled prior to the comparison (name it with --compare "
+                        "when the bundled file changed since a run being repeated)")
     p.add_argument("--write-defaults", action="store_true",
                    help="with --prior: write the settings tuned on the Poisson-disc validation "
                         "slices into its sidecar (always done for a prior this run trained)")

@@ -1,4 +1,4 @@
-"""Dataset tools: ``mriprior data import | open | simulate | subset`` (``mriprior data <tool> --help``)."""
+"""Dataset tools: ``mriprior data import | open | simulate | subset | merge`` (``mriprior data <tool> --help``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ TOOLS = {
     "simulate": ("mriprior.cli.data_simulate", "magnitude dataset -> complex (multi-coil) dataset "
                                                "with a physics-based phase"),
     "subset": ("mriprior.cli.data_subset", "a random subset of a dataset, as a new dataset"),
+    "merge": ("mriprior.cli.data_merge", "the union of several datasets, as a new dataset"),
 }
 
 

@@ -3,7 +3,7 @@
 Default: a bundled undersampled 8-coil case (a held-out open-corpus slice with simulated phase,
 Poisson-disc R ~ 8) reconstructed zero-filled, with l1-wavelet PICS and with the bundled
 diffusion prior (fast posterior sampler: MMSE and standard deviation over --chains chains,
---nfe network evaluations each). Writes demo.png (reference | zero-filled | l1-wavelet | prior
+--nfe network evaluations each, starting level and NFE as the prior's tuned recon_defaults). Writes demo.png (reference | zero-filled | l1-wavelet | prior
 MMSE | std, PSNR / SSIM on each), results.json and BART cfl files (ksp, sens, reference,
 zero_filled, l1_wavelet, mmse, std, flag) to --out.
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 def add_arguments(p):
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--chains", type=int, default=4, help="posterior chains (default 4)")
-    p.add_argument("--nfe", type=int, default=30,
-                   help="network evaluations per chain (default 30)")
+    p.add_argument("--nfe", type=int, default=None,
+                   help="network evaluations per chain (default: the prior's tuned value, else 30)")
     p.add_argument("--case", default=None, help="demo case .npz (default: the bundled one)")
     p.add_argument("--prior", default=None, help="prior (default: the bundled one)")
     p.add_argument("--classical", action="store_true", help="run the classical demo instead")

@@ -42,7 +42,7 @@ from mriprior.physics.masks import poisson_disc
 from mriprior.physics.phantom import birdcage_maps
 from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
 from mriprior.recon.classical import pics, sense_combine
-from mriprior.recon.posterior import credibility_map, fast_posterior
+from mriprior.recon.posterior import credibility_map, fast_posterior, method_defaults
 from mriprior.recon.priors import load_image_prior
 
 __all__ = ["build_case", "load_case", "run_prior_demo", "ASSETS"]
@@ -109,8 +109,10 @@ def load_case(path=DEFAULT_CASE):
 
 
 def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int = 4,
-                   nfe: int = 30, lambda_l1: float = 0.005, seed: int = 0, device="cpu",
+                   nfe: int | None = None, lambda_l1: float = 0.005, seed: int = 0, device="cpu",
                    noise_var="auto", log=print) -> dict:
+    """Reconstruct the demo case; the fast sampler's ``nfe`` and starting level are the prior's
+    tuned ``recon_defaults`` (as ``mriprior recon --prior P`` uses them), else the library's."""
 
     t0 = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
@@ -121,6 +123,8 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
     pr = load_image_prior(prior, device=device)
     log(f"prior: {Path(prior).name} ({sum(p.numel() for p in pr.model.parameters()) / 1e6:.2f} M"
         f" parameters, trained {pr.meta.get('step', '?')} steps)")
+    fast = {**method_defaults("fast"), **pr.recon_defaults.get("fast", {})}
+    nfe = fast["nfe"] if nfe is None else nfe
     recons, times = {}, {}
     t = time.perf_counter()
     maps = espirit(ksp, calib=20, maps=1)[:, 0]
@@ -134,6 +138,7 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
     t = time.perf_counter()
     with torch.no_grad():
         r = fast_posterior(ksp, maps, pr, chains=chains, nfe=nfe, seed=seed,
+                           sigma_start=fast["sigma_start"],
                            noise_var=noise_var)  # as `mriprior recon` (bench/noise_dc.py)
     recons["prior MMSE"] = r.mmse
     times["prior MMSE"] = time.perf_counter() - t
@@ -143,7 +148,7 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
         results[name] = {**{k: float(v) for k, v in m.items()}, "seconds": times[name]}
         log(f"{name:>12}: PSNR {m['psnr']:6.2f} dB  SSIM {m['ssim']:.4f}  ({times[name]:.1f} s)")
     results["prior MMSE"].update({"chains": chains, "nfe_per_chain": r.nfe,
-                                  "noise_var": noise_var})
+                                  "sigma_start": fast["sigma_start"], "noise_var": noise_var})
     _, flagged = credibility_map(r.mmse, r.std, chains=chains)
     write_cfl(os.path.join(out_dir, "ksp"), ksp[0].cpu().numpy().T[:, :, None, :])
     write_cfl(os.path.join(out_dir, "sens"), maps[0].cpu().numpy().T[:, :, None, :])
