@@ -19,6 +19,7 @@ from mriprior.errors import InputError
 from mriprior.io.cfl import write_cfl
 from mriprior.physics.fft import fft2c
 from mriprior.physics.phantom import birdcage_maps, shepp_logan
+from mriprior.priors.export import set_recon_defaults
 from mriprior.recon.priors import load_image_prior
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +132,7 @@ def test_dry_run_same_code_path(sources, tmp_path):
     tuned = res["tuning"]["poisson"]["gpu-edm"]
     assert prior.recon_defaults["fast"]["sigma_start"] == tuned["sigma_start"]
     assert prior.recon_defaults["pics"]["lam"] == tuned["pics_lambda"]
+    assert prior.recon_defaults["l1"]["lam"] == res["tuning"]["poisson"]["l1"]  # the baseline's
     x = torch.randn(1, N, N, dtype=torch.complex64)
     assert torch.isfinite(prior.score(x, 0.1)).all()
     from safetensors.torch import load_file
@@ -157,6 +159,19 @@ def test_dry_run_same_code_path(sources, tmp_path):
     res3 = json.loads((out3 / "results.json").read_text())["summary"]["poisson"]
     assert res3["twin PICS"] == res3["gpu-edm PICS"]
     assert res3["twin fast MMSE"] == res3["gpu-edm fast MMSE"]
+    # --defaults-from: an earlier run's tuning for one of its priors into another sidecar
+    import shutil
+    for ext in (".safetensors", ".json"):
+        shutil.copy(out / f"prior-edm-gpu{ext}", tmp_path / f"copy{ext}")
+    set_recon_defaults(tmp_path / "copy", {})
+    assert run.main(["--defaults-from", str(out3 / "results.json"), "--name", "twin",
+                     "--prior", str(tmp_path / "copy")]) == 0
+    copied = load_image_prior(tmp_path / "copy").recon_defaults
+    assert copied["pics"]["lam"] == res["tuning"]["poisson"]["gpu-edm"]["pics_lambda"]
+    assert "1 validation slice(s) of p," in copied["tuned_on"]
+    with pytest.raises(SystemExit, match="no Poisson-disc tuning for 'nobody'"):
+        run.main(["--defaults-from", str(out3 / "results.json"), "--name", "nobody",
+                  "--prior", str(tmp_path / "copy")])
     # the docs writer merges the two calls' records
     report = _load("report")
     text = report.section(report.merge([out / "results.json", out2 / "results.json"]), "`cmd`")

@@ -471,6 +471,35 @@ def summarise(cases: list[dict]) -> dict:
     return out
 
 
+def write_defaults(path, tuning: dict, name: str, n_val: int, cfg: dict) -> None:
+    """Write the settings tuned for prior ``name`` on the Poisson-disc validation slices
+    (``tuning``: ``results["tuning"]["poisson"]``), and L1-wavelet's lambda tuned on the same
+    slices (the baseline to compare with), into the sidecar of ``path`` (recon_defaults)."""
+    tuned = tuning[name]
+    set_recon_defaults(path, {
+        "fast": {"sigma_start": tuned["sigma_start"], "nfe": cfg["nfe"]},
+        "pics": {"lam": tuned["pics_lambda"], "iters": cfg["pics_iters"]},
+        "l1": {"lam": tuning["l1"], "iters": 100},
+        "tuned_on": f"{n_val} validation slice(s) of {Path(cfg['pack']).name}, "
+                    f"{PATTERNS['poisson']}, 8 coils (bench/gpu/run.py)"})
+
+
+def defaults_from(results: str, name: str, prior: str) -> None:
+    """``--defaults-from``: what an earlier run tuned for ``name`` into ``prior``'s sidecar."""
+    res = json.loads(Path(results).read_text())
+    tuning = res.get("tuning", {}).get("poisson", {})
+    if name not in tuning:
+        raise SystemExit(f"{results}: no Poisson-disc tuning for {name!r} (tuned: "
+                         f"{', '.join(k for k, v in tuning.items() if isinstance(v, dict))})")
+    cfg = res["env"]["config"]
+    n_val = res["data"].get("val_slices")
+    if n_val is None:  # results written before val_slices was recorded: count them in the pack
+        with np.load(Path(cfg["pack"]) / "pack.npz", allow_pickle=False) as z:
+            n_val = len(z["val_index"])
+    write_defaults(prior, tuning, name, n_val, cfg)
+    print(f"{prior}.json: recon_defaults of {name} from {results}")
+
+
 def evaluate_priors(data, trained, cfg, device, run: Run) -> None:
     res = run.results
     if trained.get("ema") is not None:
@@ -507,13 +536,8 @@ def evaluate_priors(data, trained, cfg, device, run: Run) -> None:
         res["tuning"][kind] = tune(vals, priors, cfg, run)
         run.save()
         if kind == "poisson" and (cfg.write_defaults or not cfg.prior):
-            t = res["tuning"][kind][cfg.name]
             path = trained.get("path", run.out / PRIOR_NAME)
-            set_recon_defaults(path, {
-                "fast": {"sigma_start": t["sigma_start"], "nfe": cfg.nfe},
-                "pics": {"lam": t["pics_lambda"], "iters": cfg.pics_iters},
-                "tuned_on": f"{len(vals)} validation slice(s), {PATTERNS[kind]}, 8 coils "
-                            "(bench/gpu/run.py)"})
+            write_defaults(path, res["tuning"][kind], cfg.name, len(vals), vars(cfg))
             run.log(f"  tuned settings written to {Path(path).name}.json (recon_defaults)")
         if first is None:
             first = vals[0]
@@ -618,9 +642,14 @@ def parse(argv=None):
     p.add_argument("--write-defaults", action="store_true",
                    help="with --prior: write the settings tuned on the Poisson-disc validation "
                         "slices into its sidecar (always done for a prior this run trained)")
+    p.add_argument("--defaults-from", metavar="RESULTS", default=None,
+                   help="with --prior and --name: only write the settings that the run which "
+                        "wrote RESULTS (its results.json) tuned for --name into --prior's sidecar")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU, tiny network, 3 steps, small grids: the same code path")
     cfg = p.parse_args(argv)
+    if cfg.defaults_from and not cfg.prior:
+        p.error("--defaults-from needs --prior (the sidecar to write) and --name")
     if cfg.dry_run:
         cfg.device = "cpu"
         cfg.net = cfg.net or json.dumps({"base_channels": 8, "channel_mults": [1, 2, 2],
@@ -645,6 +674,9 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     cfg = parse(argv)
+    if cfg.defaults_from:
+        defaults_from(cfg.defaults_from, cfg.name, cfg.prior)
+        return 0
     out = Path(cfg.out)
     run = Run(out, cfg.budget)
     pack_dir = Path(cfg.pack)
@@ -671,7 +703,8 @@ def main(argv=None) -> int:
                 "val_index": z["val_index"].tolist(), "test_index": z["test_index"].tolist()}
         net, meta = load_prior(cfg.prior, device=device)
         trained = {"net": net.float(), "meta": meta, "ema": None, "path": cfg.prior}
-        run.results["data"] = {"shape": list(data["val"].shape[-2:])}
+        run.results["data"] = {"shape": list(data["val"].shape[-2:]),
+                               "val_slices": len(data["val"])}
         run.results["prior"] = {"path": cfg.prior, "training": meta.get("training")}
     else:
       try:

@@ -14,11 +14,12 @@ The sidecar says everything needed to rebuild and use the prior::
      "dataset_manifest_sha256": "...", "git_revision": "...", "config": {...the run's config...},
      "created_by": "mriprior x.y.z", "step": N, "ema": true,
      "recon_defaults": {"fast": {"sigma_start": .., "nfe": ..}, "pics": {"lam": ..},
-                        "tuned_on": "..."}}       (optional)
+                        "l1": {"lam": ..}, "tuned_on": "..."}}       (optional)
 
 ``recon_defaults`` (any prior type): reconstruction settings chosen on validation slices, which
 `mriprior recon` uses where the command line gives none (:func:`set_recon_defaults` writes
-them into an existing sidecar).
+them into an existing sidecar); ``l1`` is the baseline's: L1-wavelet PICS's lambda tuned on the
+same slices, which `mriprior demo` compares with.
 
 ``denoising_error`` (diffusion priors, optional): ``{"sigmas": [..], "loss": [..], "measured_on":
 ".."}``, the held-out denoising loss per noise level (:func:`~mriprior.diffusion.losses.
@@ -75,6 +76,7 @@ _LIKELIHOODS = ("discretized_logistic_mixture",)
 # recon_defaults: method -> key -> (kind, minimum)
 RECON_DEFAULT_KEYS = {"fast": {"sigma_start": (float, 0.0), "nfe": (int, 1), "chains": (int, 1)},
                       "pics": {"lam": (float, 0.0), "iters": (int, 1)},
+                      "l1": {"lam": (float, 0.0), "iters": (int, 1)},
                       "langevin": {"lam": (float, 0.0), "chains": (int, 1)}}
 
 
