@@ -152,10 +152,12 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
     for name, img in recons.items():
         m = evaluate(ref, img)
         results[name] = {**{k: float(v) for k, v in m.items()}, "seconds": times[name]}
-        log(f"{name:>12}: PSNR {m['psnr']:6.2f} dB  SSIM {m['ssim']:.4f}  ({times[name]:.1f} s)")
+        if name == "L1-wavelet":
+            results[name]["lambda"] = lambda_l1
+        log(f"{_label(name, results[name]):>26}: PSNR {m['psnr']:6.2f} dB  "
+            f"SSIM {m['ssim']:.4f}  ({times[name]:.1f} s)")
     results["prior MMSE"].update({"chains": chains, "nfe_per_chain": r.nfe,
                                   "sigma_start": fast["sigma_start"], "noise_var": noise_var})
-    results["L1-wavelet"]["lambda"] = lambda_l1
     _, flagged = credibility_map(r.mmse, r.std, chains=chains)
     write_cfl(os.path.join(out_dir, "ksp"), ksp[0].cpu().numpy().T[:, :, None, :])
     write_cfl(os.path.join(out_dir, "sens"), maps[0].cpu().numpy().T[:, :, None, :])
@@ -185,7 +187,8 @@ def _figure(path, ref, recons, std, results):
     for i, (name, img) in enumerate(recons.items(), start=1):
         ax[i].imshow(img[0].abs().cpu().numpy(), cmap="gray", vmin=0, vmax=vmax)
         res = results[name]
-        ax[i].set_title(f"{name}\nPSNR {res['psnr']:.2f} dB  SSIM {res['ssim']:.3f}", fontsize=9)
+        ax[i].set_title(f"{_label(name, res)}\nPSNR {res['psnr']:.2f} dB  "
+                        f"SSIM {res['ssim']:.3f}", fontsize=9)
     s = std[0].cpu().numpy()
     im = ax[-1].imshow(s, cmap="magma", vmin=0, vmax=float(np.percentile(s, 99.5)) or 1.0)
     ax[-1].set_title("posterior std (prior)", fontsize=9)
@@ -194,3 +197,8 @@ def _figure(path, ref, recons, std, results):
         a.axis("off")
     fig.tight_layout()
     save_figure(fig, path, dpi=80)
+
+
+def _label(name: str, result: dict) -> str:
+    """A method's name with its lambda, where it has one."""
+    return f"{name} (lambda {result['lambda']:g})" if "lambda" in result else name
