@@ -3,12 +3,13 @@
 Embedded default (``mriprior/assets``, no download):
 
 * ``demo_case.npz``: one held-out slice of the open corpus (``mriprior data open``: dipy's
-  256 x 256 T1 coronal slice, BSD-3 licence, test split, never seen in training) with a physics-simulated phase
-  (``mriprior data simulate --seed 0``), 8 birdcage coils, complex Gaussian noise at SNR 40 and
-  a variable-density Poisson-disc mask (R ~ 8, 20 x 20 calibration). Arrays: ``ksp`` (coil, y, x)
-  complex64 (zero where not sampled), ``reference`` (y, x) complex64 (the noiseless truth),
-  ``info`` (a JSON string: source, licence, simulation settings). Rebuilt by :func:`build_case`
-  (the command is in ``docs/priors.md``).
+  256 x 256 T1 coronal slice, BSD-3 licence, test split, never seen in training) with a
+  physics-simulated phase (``mriprior data simulate --seed 0``), 8 birdcage coils, complex
+  Gaussian noise at SNR 40 and a variable-density Poisson-disc mask (R ~ 8, 20 x 20
+  calibration). Arrays: ``ksp`` (coil, y, x) complex64 (zero where not sampled),
+  ``reference`` (y, x) complex64 (the noiseless truth), ``info`` (a JSON string: source,
+  licence, simulation settings). Rebuilt by :func:`build_case`:
+  ``build_case("data/open256-complex", "src/mriprior/assets/demo_case.npz")``.
 * ``prior-edm-cpu.safetensors`` + ``.json``: the EDM patch prior trained by
   ``mriprior train configs/edm-patch-cpu-150.yaml`` (the 150-minute CPU recipe; its sidecar's
   ``recon_defaults`` tuned on held-out clinical validation slices, see ``docs/priors.md``);
@@ -16,9 +17,9 @@ Embedded default (``mriprior/assets``, no download):
   documented experiments.
 
 The demo estimates ESPIRiT maps from the undersampled data, reconstructs zero-filled, L1-wavelet
-(BART ``pics`` semantics, lambda tuned on the prior's validation slices) and with the prior (fast posterior sampler: MMSE and
-standard deviation over chains), prints PSNR / SSIM against the reference and writes a figure,
-``results.json`` and BART cfl files.
+(BART ``pics`` semantics, lambda tuned on the prior's validation slices) and with the prior
+(fast posterior sampler: MMSE and standard deviation over chains), prints PSNR / SSIM against
+the reference and writes a figure, ``results.json`` and BART cfl files.
 """
 
 from __future__ import annotations
