@@ -78,14 +78,14 @@ _FIXED = (("model",), ("diffusion",), ("data", "path"), ("data", "split"), ("dat
 
 
 def _find_key(obj, key):
-    """First value of ``key`` in a nested mapping (depth first), or None."""
-    if isinstance(obj, dict):
-        if key in obj:
-            return obj[key]
-        for v in obj.values():
-            found = _find_key(v, key)
-            if found is not None:
-                return found
+    """First value of ``key`` in nested mappings and lists (depth first; a merged dataset's
+    sources are a list), or None."""
+    if isinstance(obj, dict) and key in obj:
+        return obj[key]
+    for v in obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ():
+        found = _find_key(v, key)
+        if found is not None:
+            return found
     return None
 
 
