@@ -18,11 +18,11 @@ Methods: zero-filled SENSE combination, L1-wavelet (pics, 100 iterations), prior
   Langevin MMSE (Algorithm 1), fast-sampler MMSE. For each: PSNR / SSIM (magnitudes, fastMRI
   convention, `mriprior.metrics`), network evaluations per chain, wall time (same run).
 Uncertainty (samplers): Spearman correlation between the std map and the |error| inside the
-  object (|ref| > 10 % of max), and the empirical coverage of the 90 % credible region.
+  object (|ref| > 10 % of max), and the empirical coverage of the 90 % region of the mean of the
+  n chains (variance estimated from them, so a perfect sampler covers 90 % at any n).
   Simulated cases: complex error against the reference projected into the estimated maps' phase
-  gauge, 90 % credible disc. Real slice: its reference comes from BART's ESPIRiT maps (another
-  phase gauge), so magnitudes: error of |MMSE| (least-squares scaled), std of the chains'
-  magnitudes, Gaussian 90 % interval (see `uncertainty`).
+  gauge. Real slice: its reference comes from BART's ESPIRiT maps (another phase gauge), so
+  magnitudes (see `mriprior.experiments.recon_cases.uncertainty`).
 Sweep: PSNR vs network evaluations for both samplers on the first simulated case.
 
 Usage:
