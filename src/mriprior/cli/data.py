@@ -1,4 +1,4 @@
-"""Dataset tools: ``mriprior data import | open | simulate | subset | merge`` (``mriprior data <tool> --help``)."""
+"""Dataset tools: ``mriprior data import | open | simulate | subset | merge | dedup`` (``mriprior data <tool> --help``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ TOOLS = {
                                                "with a physics-based phase"),
     "subset": ("mriprior.cli.data_subset", "a random subset of a dataset, as a new dataset"),
     "merge": ("mriprior.cli.data_merge", "the union of several datasets, as a new dataset"),
+    "dedup": ("mriprior.cli.data_dedup", "near-duplicate slices across splits: report, or write "
+                                         "the dataset without them"),
 }
 
 

@@ -37,7 +37,7 @@ from mriprior.errors import InputError
 from mriprior.io.files import DIR_MODE, atomic_write_json, check_replaceable, named_oserror
 
 __all__ = ["DatasetWriter", "Dataset", "open_dataset", "open_magnitude_source", "check_output",
-           "is_dataset", "move_into_place", "FORMAT", "VERSION"]
+           "is_dataset", "move_into_place", "copy_licences", "FORMAT", "VERSION"]
 
 FORMAT = "mriprior-dataset"
 VERSION = 1
@@ -249,3 +249,15 @@ def open_magnitude_source(src, out, expects: str) -> Dataset:
     if ds.kind != "magnitude":
         raise InputError(f"{src}: a {ds.kind!r} dataset; {expects}")
     return ds
+
+
+def copy_licences(src, dest: Path) -> None:
+    """Copy ``LICENSES.md`` and ``licenses/`` of dataset ``src`` into folder ``dest`` (what a
+    dataset made from another carries along)."""
+    for name in ("LICENSES.md", "licenses"):
+        p = Path(src) / name
+        if p.is_dir():
+            shutil.copytree(p, dest / name)
+        elif p.is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, dest / name)

@@ -21,12 +21,11 @@ lists every source with its manifest hash and options; licence files go to
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from mriprior.data.dataset import SPLITS, DatasetWriter, open_dataset
+from mriprior.data.dataset import SPLITS, DatasetWriter, copy_licences, open_dataset
 from mriprior.errors import InputError
 from mriprior.io.files import locks_output, sha256_file
 
@@ -70,7 +69,7 @@ def subset_dataset(src, out, n: int, splits=SPLITS, seed: int = 0, keep=(),
                        provenance=m.get("provenance", {}), overwrite=overwrite) as w:
         for i in idx:
             w.add(np.array(ds[int(i)]), dict(ds.records[int(i)], subset_of=int(i)))
-        _copy_licences(src, w.tmp)
+        copy_licences(src, w.tmp)
     counts = {s: int(sum(ds.records[int(i)].get("split") == s for i in idx)) for s in SPLITS}
     return {"out": str(out), "count": len(idx), "splits": counts}
 
@@ -103,18 +102,7 @@ def merge_datasets(sources, out, splits=SPLITS, overwrite: bool = False) -> dict
         for k, (src, ds, idx) in enumerate(zip(sources, dss, picks)):
             for i in np.sort(idx):
                 w.add(np.array(ds[int(i)]), dict(ds.records[int(i)], merged_from=[k, int(i)]))
-            _copy_licences(src, w.tmp / "licenses" / f"{k}-{Path(src).name}")
+            copy_licences(src, w.tmp / "licenses" / f"{k}-{Path(src).name}")
     counts = {s: int(sum(len(ds.indices(s)) for ds in dss)) if s in splits else 0
               for s in SPLITS}
     return {"out": str(out), "count": int(sum(len(i) for i in picks)), "splits": counts}
-
-
-def _copy_licences(src, dest: Path) -> None:
-    """Copy ``LICENSES.md`` and ``licenses/`` of dataset ``src`` into folder ``dest``."""
-    for name in ("LICENSES.md", "licenses"):
-        p = Path(src) / name
-        if p.is_dir():
-            shutil.copytree(p, dest / name)
-        elif p.is_file():
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(p, dest / name)
