@@ -4,6 +4,7 @@ the example of docs/api.md runs."""
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import subprocess
 import sys
@@ -80,3 +81,42 @@ def test_command_help_does_not_import_torch():
             "    if 'torch' in sys.modules:\n        print(name); break\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"building the parser of {out.stdout.strip()} imports torch"
+
+
+def test_command_process_tunes_malloc_and_exits_fast(tmp_path):
+    """The `mriprior` process keeps freed memory in glibc's heap unless the user set MALLOC_*,
+    and ends with exit_now: atexit handlers run, output flushed, the exit code kept; a live
+    non-daemon thread gets the normal exit (it is waited for)."""
+    from mriprior.cli.main import tune_malloc
+
+    code = ("import os, sys\nfrom mriprior.cli.main import tune_malloc\n"
+            "print(tune_malloc())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.pop("GLIBC_TUNABLES", None)
+    for extra, expect in (({}, str(sys.platform.startswith("linux"))),
+                          ({"MALLOC_ARENA_MAX": "2"}, "False")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, env=dict(env, **extra))
+        assert out.stdout.strip() == expect
+    assert isinstance(tune_malloc(), bool)
+    flag, late = tmp_path / "atexit", tmp_path / "thread"
+    code = ("import atexit, threading, time, sys\nfrom mriprior.cli.main import exit_now\n"
+            f"atexit.register(lambda: open({str(flag)!r}, 'w').write('ran'))\n"
+            "if len(sys.argv) > 1:\n"
+            f"    threading.Thread(target=lambda: (time.sleep(0.3), open({str(late)!r}, 'w')"
+            ".write('done'))).start()\n"
+            "print('result', end='')\nexit_now(3)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (r.returncode, r.stdout, flag.read_text()) == (3, "result", "ran")
+    flag.unlink()
+    r = subprocess.run([sys.executable, "-c", code, "thread"], capture_output=True, text=True)
+    assert (r.returncode, r.stdout, flag.read_text(), late.read_text()) == (3, "result", "ran",
+                                                                            "done")
+    # the real command: output written, exit codes 0 and 2
+    cmd = [sys.executable, "-c", "from mriprior.cli.main import main; main()"]
+    assert subprocess.run(cmd + ["phantom", "-x", "32", str(tmp_path / "ph")]).returncode == 0
+    assert mriprior.read_cfl(tmp_path / "ph").shape == (32, 32)
+    r = subprocess.run(cmd + ["phantom", "-x", "0", str(tmp_path / "bad")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "error" in r.stderr and not (tmp_path / "bad.cfl").exists()
+
