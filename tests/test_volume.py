@@ -52,7 +52,7 @@ def test_pics_volume_h5(vol, tmp_path, capsys):
         assert "std" not in f
     assert rec.shape == (3, 32, 32) and rec.dtype == np.float32
     assert attrs["method"] == "pics" and attrs["source"] == "file1000.h5"
-    assert json.loads(attrs["settings"])["lam"] == 0.002
+    assert json.loads(attrs["settings"])["options"]["lam"] == 0.002
     assert "fake-patient" not in json.dumps({k: str(v) for k, v in attrs.items()})
     with h5py.File(vol, "r") as f:
         ref = f["reconstruction_rss"][()]
@@ -82,7 +82,7 @@ def test_volume_metrics_convention():
 
 def test_posterior_volume_resumes_per_slice(vol, tmp_path, monkeypatch):
     """Killed after slice 1: the rerun reconstructs only the rest and gives the same volume."""
-    kw = dict(method="fast", prior="bundled", chains=2, nfe=3, noise_var="auto")
+    kw = dict(method="fast", prior="bundled", options={"chains": 2, "nfe": 3})
     ref = tmp_path / "full.h5"
     reconstruct_volume(vol, ref, **kw)
     real = vmod._one_slice
@@ -101,9 +101,18 @@ def test_posterior_volume_resumes_per_slice(vol, tmp_path, monkeypatch):
     assert not out.exists() and len(list((tmp_path / "r.h5.parts").glob("slice-*"))) == 2
     monkeypatch.setattr(vmod, "_one_slice", real)
     with pytest.raises(InputError, match="different job"):
-        reconstruct_volume(vol, out, **{**kw, "nfe": 4})
+        reconstruct_volume(vol, out, **{**kw, "options": {"chains": 2, "nfe": 4}})
     s = reconstruct_volume(vol, out, **kw)
     assert s["reconstructed_now"] == 1
+    # options left out come from the prior's tuned recon_defaults, then the library's, as for
+    # `mriprior recon` on one slice
+    from mriprior.recon.priors import load_image_prior
+    tuned = load_image_prior("bundled").recon_defaults["fast"]
+    opts = s["settings"]["options"]
+    assert (opts["chains"], opts["nfe"], opts["sigma_start"], opts["noise_var"]) == \
+        (2, 3, tuned["sigma_start"], "auto")
+    with pytest.raises(InputError, match=r"unknown option\(s\) \['nfe_typo'\]"):
+        reconstruct_volume(vol, tmp_path / "x.h5", **{**kw, "options": {"nfe_typo": 3}})
     with h5py.File(out, "r") as a, h5py.File(ref, "r") as b:
         np.testing.assert_array_equal(a["reconstruction"][()], b["reconstruction"][()])
         np.testing.assert_array_equal(a["std"][()], b["std"][()])

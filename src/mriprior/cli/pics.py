@@ -143,7 +143,8 @@ def run(args):
         if reg != "l1" or any([args.pattern, args.warm, args.scaling]):
             raise InputError(f"{args.kspace}: a volume is reconstructed with l1-wavelet only "
                              "(-l1 -r LAMBDA -i ITERS), its own pattern and BART's scaling")
-        reconstruct_volume(args.kspace, args.output, "pics", lam=lam, iters=args.iters,
+        reconstruct_volume(args.kspace, args.output, "pics",
+                           options={"lam": lam, "max_iter": args.iters},
                            device=dev, progress=progress_bar("volume", "slice"),
                            log=lambda m: print(m, file=sys.stderr))
         return

@@ -35,13 +35,6 @@ METHODS = ("fast", "langevin", "pics")
 
 
 # per method: the command-line options it takes -> the keyword of its library function
-OPTIONS = {"fast": {"chains": "chains", "nfe": "nfe", "sigma_start": "sigma_start", "eta": "eta",
-                    "cg": "cg_iters", "noise_var": "noise_var", "draws": "draws"},
-           "langevin": {"chains": "chains", "levels": "n_levels", "skip": "skip",
-                        "steps": "steps", "lam": "lam", "noise_var": "noise_var"},
-           "pics": {"lam": "lam", "iters": "max_iter"}}
-
-
 def add_arguments(p):
     p.add_argument("--prior", required=True, help="exported prior (NAME.safetensors + NAME.json)")
     p.add_argument("--method", choices=METHODS, default="fast",
@@ -95,14 +88,12 @@ def resolve(args, prior) -> dict:
     """The settings of ``args.method`` as library keywords: command line, else the prior's
     ``recon_defaults``, else the library's (:func:`mriprior.recon.posterior.method_defaults`);
     every number checked."""
-    from mriprior.recon.posterior import method_defaults
+    from mriprior.recon.posterior import OPTIONS, tuned_options
 
-    tuned = (prior.recon_defaults or {}).get(args.method, {})
-    library = method_defaults(args.method)
-    out = {}
+    out = tuned_options(args.method, prior)
     for option, key in OPTIONS[args.method].items():
-        given = getattr(args, option)
-        out[key] = given if given is not None else tuned.get(option, library[key])
+        if getattr(args, option) is not None:
+            out[key] = getattr(args, option)
     if "noise_var" in out:  # a property of the data, never of the prior: not in sidecars
         v = out["noise_var"]
         out["noise_var"] = None if v in (None, "none") else _word_or_positive("--noise-var", v,
@@ -162,12 +153,8 @@ def _run_volume(args, dev):
     if any([args.std, args.var, args.samples, args.flag, args.pattern]):
         raise InputError("--std/--var/--samples/--flag/-p apply to cfl slices; a volume's .h5 "
                          "output holds 'std' itself (cfl output: OUT_std)")
-    opts = resolve(args, load_image_prior(args.prior))
-    if opts.get("draws"):
-        raise InputError("--draws applies to cfl slices (volumes use the default chains)")
     reconstruct_volume(args.kspace, args.output, args.method, prior=args.prior,
-                       chains=opts["chains"], noise_var=opts["noise_var"],
-                       **({"nfe": opts["nfe"]} if "nfe" in opts else {}), seed=args.seed,
+                       options=resolve(args, load_image_prior(args.prior)), seed=args.seed,
                        device=dev,
                        progress=progress_bar("volume", "slice", args.quiet),
                        log=lambda m: print(m, file=sys.stderr))

@@ -74,7 +74,7 @@ from mriprior.recon.solvers import conjugate_gradient, fista
 
 __all__ = ["PosteriorResult", "langevin_posterior", "fast_posterior", "prior_pics",
            "summarise", "credibility_map", "interval_radius", "data_scale", "estimate_noise_var",
-           "METHODS", "method_defaults"]
+           "METHODS", "OPTIONS", "method_defaults", "tuned_options"]
 
 
 @dataclass
@@ -469,3 +469,21 @@ def method_defaults(method: str) -> dict:
     params = inspect.signature(METHODS[method]).parameters.values()
     out = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     return {**out, **_RECON_DEFAULTS.get(method, {})}
+
+
+# The settings of each method a user chooses and a prior's sidecar may tune (``recon_defaults``
+# names them as ``mriprior recon``'s options do): option name -> the function's keyword.
+OPTIONS = {"fast": {"chains": "chains", "nfe": "nfe", "sigma_start": "sigma_start", "eta": "eta",
+                    "cg": "cg_iters", "noise_var": "noise_var", "draws": "draws"},
+           "langevin": {"chains": "chains", "levels": "n_levels", "skip": "skip",
+                        "steps": "steps", "lam": "lam", "noise_var": "noise_var"},
+           "pics": {"lam": "lam", "iters": "max_iter"}}
+
+
+def tuned_options(method: str, prior) -> dict:
+    """Keyword -> value for every setting of ``method`` in :data:`OPTIONS`: the prior's tuned
+    ``recon_defaults`` where its sidecar has them, else :func:`method_defaults`. What
+    ``mriprior recon`` and :func:`~mriprior.recon.volume.reconstruct_volume` start from."""
+    library = method_defaults(method)
+    tuned = (getattr(prior, "recon_defaults", None) or {}).get(method, {})
+    return {key: tuned.get(option, library[key]) for option, key in OPTIONS[method].items()}

@@ -77,6 +77,8 @@ def _recon_matrix(vol, ny: int, nx: int) -> tuple[int, int]:
 
 
 def _one_slice(k: np.ndarray, pattern, shape, method: str, settings: dict, prior, device):
+    options = dict(settings["options"])
+    seed = settings.get("seed", 0)
     ksp = torch.from_numpy(np.ascontiguousarray(k))[None].to(device)  # (1, coil, ky, kx)
     ksp = crop_readout(ksp, shape[0])
     mask = (ksp.abs().sum(1, keepdim=True) > 0).to(ksp.real.dtype) if pattern is None else \
@@ -87,19 +89,11 @@ def _one_slice(k: np.ndarray, pattern, shape, method: str, settings: dict, prior
     std = None
     if method == "pics":
         from mriprior.recon.classical import pics
-        img, _ = pics(ksp, maps, reg="l1", lam=settings["lam"], max_iter=settings["iters"],
-                      mask=mask, rescale=True)
+        img, _ = pics(ksp, maps, reg="l1", mask=mask, rescale=True, **options)
         img = img[:, 0]
     else:
-        from mriprior.recon.posterior import fast_posterior, langevin_posterior
-        if method == "fast":
-            r = fast_posterior(ksp, maps[:, 0], prior, mask=mask, chains=settings["chains"],
-                               nfe=settings["nfe"], noise_var=settings["noise_var"],
-                               seed=settings["seed"])
-        else:
-            r = langevin_posterior(ksp, maps[:, 0], prior, mask=mask,
-                                   chains=settings["chains"], noise_var=settings["noise_var"],
-                                   seed=settings["seed"])
+        from mriprior.recon.posterior import METHODS as FUNCTIONS
+        r = FUNCTIONS[method](ksp, maps[:, 0], prior, mask=mask, seed=seed, **options)
         img, std = r.mmse, r.std
     if not bool(torch.isfinite(img).all()):
         raise InputError("the reconstruction is not finite (NaN or Inf)")
@@ -109,34 +103,46 @@ def _one_slice(k: np.ndarray, pattern, shape, method: str, settings: dict, prior
     return img, std
 
 
+def _keywords(method: str) -> tuple:
+    from mriprior.recon.posterior import OPTIONS
+    return tuple(OPTIONS[method].values())
+
+
 def _parts(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
 @locks_output("out", "volume reconstruction")
-def reconstruct_volume(src, out, method: str = "pics", *, prior=None, lam: float = 0.005,
-                       iters: int = 100, chains: int = 8, nfe: int = 30, noise_var="auto",
+def reconstruct_volume(src, out, method: str = "pics", *, prior=None, options: dict | None = None,
                        calib: int = 24, seed: int = 0, device="cpu", progress=None,
                        log=None) -> dict:
     """Reconstruct every slice of fastMRI file ``src`` into ``out`` (see the module docstring).
 
     ``prior``: an :class:`~mriprior.recon.priors.ImagePrior` or a prior name / path (posterior
-    methods). ``progress(done, total)`` after every slice. Returns a summary dict.
+    methods). ``options``: keyword arguments of the method's function
+    (:func:`~mriprior.recon.classical.pics`'s ``lam`` / ``max_iter`` for ``"pics"``, default
+    0.005 / 100; :func:`~mriprior.recon.posterior.fast_posterior` /
+    :func:`~mriprior.recon.posterior.langevin_posterior`'s otherwise); a posterior method's
+    options left out take the prior's tuned ``recon_defaults``, else the library's
+    (:func:`~mriprior.recon.posterior.tuned_options`), as ``mriprior recon`` on one slice.
+    ``progress(done, total)`` after every slice. Returns a summary dict.
     """
     from mriprior import __version__
 
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, not {method!r}")
     src, out = Path(src), Path(out)
+    allowed = ("lam", "max_iter") if method == "pics" else _keywords(method)
+    unknown = sorted(set(options or {}) - set(allowed))
+    if unknown:
+        raise InputError(f"{method}: unknown option(s) {unknown}; choose from {list(allowed)}")
     settings = {"method": method, "calib": int(calib)}
     if method == "pics":
-        settings.update(lam=float(lam), iters=int(iters))
+        settings["options"] = {"lam": 0.005, "max_iter": 100, **(options or {})}
+    elif prior is None:
+        raise InputError(f"method {method!r} needs a prior")
     else:
-        if prior is None:
-            raise InputError(f"method {method!r} needs a prior")
-        settings.update(chains=int(chains), seed=int(seed), noise_var=noise_var)
-        if method == "fast":
-            settings["nfe"] = int(nfe)
+        settings["seed"] = int(seed)
     vol = read_fastmri(src)
     try:
         if isinstance(prior, (str, os.PathLike)):
@@ -144,6 +150,9 @@ def reconstruct_volume(src, out, method: str = "pics", *, prior=None, lam: float
             settings["prior"] = str(prior_files(prior)[0].name)
             settings["prior_step"] = read_sidecar(prior).get("step")
             prior = load_image_prior(prior, device=device)
+        if method != "pics":
+            from mriprior.recon.posterior import tuned_options
+            settings["options"] = {**tuned_options(method, prior), **(options or {})}
         n, _, ny, nx = vol.shape
         shape = _recon_matrix(vol, ny, nx)
         pattern = None if vol.mask is None else np.asarray(vol.mask, dtype=bool)
