@@ -93,6 +93,25 @@ def test_pack_contents_and_guards(sources, tmp_path):
     with pytest.raises(InputError, match="complex version"):
         pack.pack(sources / "open", sources / "open", tmp_path / "q", n_val=1, n_test=2,
                   log=lambda m: None)
+    # clinical training files beside a clinical evaluation: only the named dataset's training
+    # split is drawn from (c1 is held out there), and leaving it out is refused
+    with DatasetWriter(tmp_path / "imported", "magnitude", (4, 4)) as w:
+        for i, split in enumerate(["train", "test", "train"]):
+            w.add(np.zeros((4, 4), np.float32), {"source": f"glioma/c{i}.jpg", "split": split})
+    with pytest.raises(InputError, match="--clinical-from"):
+        pack.pack(sources / "open", sources / "complex", tmp_path / "r", clinical=sources /
+                  "clinical", eval_path=sources / "complex", n_val=1, n_test=2,
+                  log=lambda m: None)
+    info = pack.pack(sources / "open", sources / "complex", tmp_path / "r",
+                     clinical=sources / "clinical", clinical_n=5,
+                     clinical_from=tmp_path / "imported", eval_path=sources / "complex",
+                     n_val=1, n_test=2, log=lambda m: None)
+    z = np.load(tmp_path / "r" / "pack.npz", allow_pickle=False)
+    blobs = [z["clinical_jpeg"][a:b].tobytes() for a, b in zip(z["clinical_offsets"][:-1],
+                                                              z["clinical_offsets"][1:])]
+    clin = sources / "clinical" / "glioma"
+    assert blobs == [(clin / "c0.jpg").read_bytes(), (clin / "c2.jpg").read_bytes()]
+    assert info["clinical"]["train_split_of"]["dataset"] == str(tmp_path / "imported")
 
 
 def test_dry_run_same_code_path(sources, tmp_path):

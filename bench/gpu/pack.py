@@ -64,24 +64,40 @@ def _jpeg(mag: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def clinical_files(folder, n: int, seed: int) -> list[Path]:
-    """``n`` JPEG / PNG files of ``folder`` (recursive), a seeded random subset in sorted order."""
+def clinical_files(folder, n: int, seed: int, only=None) -> list[Path]:
+    """``n`` JPEG / PNG files of ``folder`` (recursive), a seeded random subset in sorted order;
+    ``only``: the set of paths relative to ``folder`` that may be picked."""
     files = sorted(p for p in Path(folder).rglob("*")
                    if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.is_file())
+    if only is not None:
+        files = [p for p in files if str(p.relative_to(folder)) in only]
     if not files:
-        raise InputError(f"{folder}: no JPEG / PNG files")
+        raise InputError(f"{folder}: no JPEG / PNG files" + (
+            "" if only is None else " among the training split's sources"))
     if n < len(files):
         pick = np.random.default_rng(seed).choice(len(files), n, replace=False)
         files = [files[i] for i in sorted(pick)]
     return files
 
 
-def pack(open_path, complex_path, out, *, clinical=None, clinical_n=1800, real=None, n_val=2,
-         n_test=8, seed=0, eval_path=None, log=print) -> dict:
+def train_sources(dataset) -> set:
+    """The ``source`` paths of the training split of an imported dataset (e.g. the clinical
+    archive after `mriprior data dedup`: no held-out slice and no copy of one)."""
+    return {r["source"] for r in open_dataset(dataset).records if r.get("split") == "train"}
+
+
+def pack(open_path, complex_path, out, *, clinical=None, clinical_n=1800, clinical_from=None,
+         real=None, n_val=2, n_test=8, seed=0, eval_path=None, log=print) -> dict:
     """Write the pack folder ``out`` (atomically: built beside it, then renamed). ``eval_path``:
     a complex dataset whose val / test splits give the evaluation slices instead of
-    ``complex_path``'s (e.g. held-out clinical images with simulated phase)."""
+    ``complex_path``'s (e.g. held-out clinical images with simulated phase). ``clinical_from``:
+    an imported dataset of the ``clinical`` folder whose training split's sources are the only
+    files drawn; required with ``eval_path``, whose slices may come from the same archive."""
     out = Path(out)
+    if clinical is not None and eval_path is not None and clinical_from is None:
+        raise InputError("--clinical with --eval: name the imported archive with --clinical-from "
+                         "(e.g. data/clinical256-dedup) so that training draws only from its "
+                         "training split, never an evaluation slice or a copy of one")
     mag = open_dataset(open_path)
     cplx = open_dataset(complex_path)
     if mag.kind != "magnitude":
@@ -109,7 +125,8 @@ def pack(open_path, complex_path, out, *, clinical=None, clinical_n=1800, real=N
     }
     files = []
     if clinical is not None:
-        files = clinical_files(clinical, clinical_n, seed)
+        files = clinical_files(clinical, clinical_n, seed,
+                               None if clinical_from is None else train_sources(clinical_from))
         arrays["clinical_jpeg"], arrays["clinical_offsets"] = _concat(
             [p.read_bytes() for p in files])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +155,9 @@ def pack(open_path, complex_path, out, *, clinical=None, clinical_n=1800, real=N
                 "simulate": ev.manifest.get("options", {}).get("simulate")},
             "clinical": None if clinical is None else {
                 "folder": str(clinical), "files": len(files), "seed": seed,
+                "train_split_of": None if clinical_from is None else {
+                    "dataset": str(clinical_from),
+                    "manifest_sha256": sha256_file(Path(clinical_from) / "manifest.json")},
                 "names_sha256": hashlib.sha256("\n".join(
                     str(p.relative_to(clinical)) for p in files).encode()).hexdigest()},
             "real": None if real is None else str(real),
@@ -165,6 +185,9 @@ def main(argv=None):
     p.add_argument("--complex", required=True, help="its complex version (data simulate)")
     p.add_argument("--clinical", default=None, help="folder of clinical JPEG / PNG files")
     p.add_argument("--clinical-n", type=int, default=1800)
+    p.add_argument("--clinical-from", default=None, metavar="DATASET",
+                   help="draw clinical files only from this imported dataset's training split "
+                        "(required with --eval; e.g. data/clinical256-dedup)")
     p.add_argument("--real", default=None, help="folder with the real slice's ksp / img")
     p.add_argument("--val", type=int, default=2)
     p.add_argument("--test", type=int, default=8)
@@ -175,7 +198,8 @@ def main(argv=None):
     p.add_argument("--out", default=".gpu")
     a = p.parse_args(argv)
     try:
-        pack(a.open, a.complex, a.out, clinical=a.clinical, clinical_n=a.clinical_n, real=a.real,
+        pack(a.open, a.complex, a.out, clinical=a.clinical, clinical_n=a.clinical_n,
+             clinical_from=a.clinical_from, real=a.real,
              n_val=a.val, n_test=a.test, seed=a.seed, eval_path=a.eval)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
