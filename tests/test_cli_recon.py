@@ -104,7 +104,8 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
     for ext in (".safetensors", ".json"):
         shutil.copy(case / f"prior{ext}", tmp_path / f"tuned{ext}")
     set_recon_defaults(tmp_path / "tuned", {"fast": {"sigma_start": 0.3, "nfe": 3, "chains": 2},
-                                            "pics": {"lam": 0.125, "iters": 4},
+                                            "pics": {"lam": 0.125, "iters": 4,
+                                                     "wavelet": 0.002},
                                             "tuned_on": "test"})
     with pytest.raises(InputError, match="recon_defaults.fast.nfe"):
         set_recon_defaults(tmp_path / "tuned", {"fast": {"nfe": 0}})
@@ -122,7 +123,11 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
     rc, err = run("--nfe", "2")
     assert rc == 0 and "nfe 2" in err and "sigma_start 0.3" in err
     rc, err = run("--method", "pics")
-    assert rc == 0 and "pics (lam 0.125, max_iter 4)" in err
+    assert rc == 0 and "pics (lam 0.125, max_iter 4, wavelet 0.002)" in err
+    rc, err = run("--method", "pics", "--wavelet", "0")
+    assert rc == 0 and "pics (lam 0.125, max_iter 4, wavelet 0)" in err
+    rc, err = run("--method", "pics", "--wavelet", "-1")
+    assert rc == 2 and "--wavelet must be >= 0" in err
     rc, err = run("--method", "langevin", "--levels", "4", "--skip", "0", "--steps", "1")
     assert rc == 0 and "langevin (chains 10, n_levels 4, skip 0, steps 1, lam 20)" in err  # library's
     rc, err = run("--chains", "0")

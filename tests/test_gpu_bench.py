@@ -173,9 +173,15 @@ def test_dry_run_same_code_path(sources, tmp_path):
     out3 = tmp_path / "compare"
     status = run.main(["--pack", str(tmp_path / "p"), "--out", str(out3), "--dry-run",
                        "--budget", "100000", "--patterns", "poisson", "--prior",
-                       str(out / "prior-edm-gpu"), "--compare", f"twin={out / 'prior-edm-gpu'}"])
+                       str(out / "prior-edm-gpu"), "--compare", f"twin={out / 'prior-edm-gpu'}",
+                       "--wavelet-grid", "0.001"])
     assert status == 0
-    res3 = json.loads((out3 / "results.json").read_text())["summary"]["poisson"]
+    full3 = json.loads((out3 / "results.json").read_text())
+    res3 = full3["summary"]["poisson"]
+    # prior PICS with an l1-wavelet term beside the prior, its weight tuned with lambda
+    assert full3["tuning"]["poisson"]["twin"]["pics_wavelet"] == 0.001
+    assert full3["cases"][0]["methods"]["twin PICS"]["wavelet"] == 0.001
+    assert "wavelet" not in res["cases"][0]["methods"]["gpu-edm PICS"]  # grid 0: the prior alone
     assert res3["twin PICS"] == res3["gpu-edm PICS"]
     assert res3["twin fast MMSE"] == res3["gpu-edm fast MMSE"]
     # --defaults-from: an earlier run's tuning for one of its priors into another sidecar
@@ -187,6 +193,7 @@ def test_dry_run_same_code_path(sources, tmp_path):
                      "--prior", str(tmp_path / "copy")]) == 0
     copied = load_image_prior(tmp_path / "copy").recon_defaults
     assert copied["pics"]["lam"] == res["tuning"]["poisson"]["gpu-edm"]["pics_lambda"]
+    assert copied["pics"]["wavelet"] == 0.001
     assert "1 validation slice(s) of p," in copied["tuned_on"]
     with pytest.raises(SystemExit, match="no Poisson-disc tuning for 'nobody'"):
         run.main(["--defaults-from", str(out3 / "results.json"), "--name", "nobody",

@@ -396,22 +396,28 @@ def tune(vals, priors, cfg, run: Run) -> dict:
     out["l1"] = max(res, key=res.get)
     out["l1_val_psnr"] = res
     for name, prior in priors.items():
-        res = {}
+        res = {}  # PICS lambda (and, with a wavelet grid, "lambda,wavelet") -> mean PSNR
         for lam in cfg.pics_grid:
-            res[lam] = _mean([score(v, prior_pics(v["ksp"], v["maps"], prior, lam=lam,
-                                                  max_iter=cfg.pics_iters)[0]) for v in vals],
-                             "psnr")
-        best_pics = max(res, key=res.get)
+            for w in cfg.wavelet_grid:
+                key = lam if cfg.wavelet_grid == [0.0] else f"{lam:g},{w:g}"
+                res[key] = _mean([score(v, prior_pics(v["ksp"], v["maps"], prior, lam=lam,
+                                                      max_iter=cfg.pics_iters, wavelet=w)[0])
+                                  for v in vals], "psnr")
+        best = max(res, key=res.get)
+        best_pics, best_w = ((best, 0.0) if cfg.wavelet_grid == [0.0] else
+                             tuple(float(x) for x in best.split(",")))
         res_f = {}
         for s0 in cfg.start_grid:
             res_f[s0] = _mean([score(v, fast_posterior(v["ksp"], v["maps"], prior, chains=2,
                                                        nfe=cfg.nfe, sigma_start=s0,
                                                        seed=0).mmse) for v in vals], "psnr")
         best_start = max(res_f, key=res_f.get)
-        out[name] = {"pics_lambda": best_pics, "pics_val_psnr": res,
+        out[name] = {"pics_lambda": best_pics, "pics_wavelet": best_w, "pics_val_psnr": res,
                      "sigma_start": best_start, "fast_val_psnr": res_f}
     run.log(f"  tuned on {len(vals)} validation slice(s): L1 {out['l1']}, "
-            + ", ".join(f"{k}: PICS {v['pics_lambda']} start {v['sigma_start']}"
+            + ", ".join(f"{k}: PICS {v['pics_lambda']}"
+                        + (f" + wavelet {v['pics_wavelet']}" if v["pics_wavelet"] else "")
+                        + f" start {v['sigma_start']}"
                         for k, v in out.items() if isinstance(v, dict) and "pics_lambda" in v))
     return out
 
@@ -424,9 +430,10 @@ def run_case(name, case, priors, tuning, cfg, run: Run) -> dict:
                        "lambda": tuning["l1"]}
     for pname, prior in priors.items():
         t = tuning[pname]
+        w = t.get("pics_wavelet", 0.0)
         m[f"{pname} PICS"] = {**score(case, prior_pics(ksp, maps, prior, lam=t["pics_lambda"],
-                                                       max_iter=cfg.pics_iters)[0]),
-                              "lambda": t["pics_lambda"]}
+                                                       max_iter=cfg.pics_iters, wavelet=w)[0]),
+                              "lambda": t["pics_lambda"], **({"wavelet": w} if w else {})}
         r = fast_posterior(ksp, maps, prior, chains=cfg.chains, nfe=cfg.nfe,
                            sigma_start=t["sigma_start"], seed=0, keep_samples=True)
         m[f"{pname} fast MMSE"] = {**score(case, r.mmse), "nfe": r.nfe,
@@ -478,7 +485,8 @@ def write_defaults(path, tuning: dict, name: str, n_val: int, cfg: dict) -> None
     tuned = tuning[name]
     set_recon_defaults(path, {
         "fast": {"sigma_start": tuned["sigma_start"], "nfe": cfg["nfe"]},
-        "pics": {"lam": tuned["pics_lambda"], "iters": cfg["pics_iters"]},
+        "pics": {"lam": tuned["pics_lambda"], "iters": cfg["pics_iters"],
+                 **({"wavelet": tuned["pics_wavelet"]} if tuned.get("pics_wavelet") else {})},
         "l1": {"lam": tuning["l1"], "iters": 100},
         "tuned_on": f"{n_val} validation slice(s) of {Path(cfg['pack']).name}, "
                     f"{PATTERNS['poisson']}, 8 coils (bench/gpu/run.py)"})
@@ -627,6 +635,9 @@ def parse(argv=None):
     p.add_argument("--pics-iters", type=int, default=50)
     p.add_argument("--l1-grid", default="0.001,0.002,0.005,0.01,0.02")
     p.add_argument("--pics-grid", default="0.05,0.2,0.5,1.0")
+    p.add_argument("--wavelet-grid", default="0",
+                   help="weights of an l1-wavelet term beside the prior in prior PICS, tuned "
+                        "jointly with --pics-grid (default 0: the prior alone)")
     p.add_argument("--start-grid", default="0.1,0.3,1.0")
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--sample-steps", type=int, default=200)
@@ -661,6 +672,7 @@ def parse(argv=None):
         cfg.samples, cfg.sample_steps = 2, 2
     floats = lambda s: [float(v) for v in s.split(",") if v]  # noqa: E731
     cfg.l1_grid, cfg.pics_grid = floats(cfg.l1_grid), floats(cfg.pics_grid)
+    cfg.wavelet_grid = floats(cfg.wavelet_grid)
     cfg.start_grid = floats(cfg.start_grid)
     cfg.patterns = [k for k in cfg.patterns.split(",") if k]
     for k in cfg.patterns:

@@ -55,6 +55,9 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, help="langevin: steps per level")
     p.add_argument("--lam", type=float,
                    help="langevin: data-consistency weight; pics: regularisation weight")
+    p.add_argument("--wavelet", type=float,
+                   help="pics: weight of an l1-wavelet term beside the prior (BART's second "
+                        "-R W:7:0:W; in prior PICS's data scaling)")
     p.add_argument("--noise-var", metavar="V|auto|none",
                    help="k-space noise variance per component, in KSP's units, or 'auto' "
                         "(estimated from the outermost sampled k-space) or 'none'. fast: the "
@@ -103,8 +106,9 @@ def resolve(args, prior) -> dict:
     for key in ("chains", "nfe", "max_iter", "n_levels", "steps"):
         if key in out and not (isinstance(out[key], int) and out[key] >= 1):
             raise InputError(f"{flag[key]} must be an integer >= 1, got {out[key]!r}")
-    if out.get("lam") is not None and not out["lam"] >= 0:
-        raise InputError(f"--lam must be >= 0, got {out['lam']!r}")
+    for key in ("lam", "wavelet"):
+        if out.get(key) is not None and not out[key] >= 0:
+            raise InputError(f"--{key} must be >= 0, got {out[key]!r}")
     if out.get("sigma_start") is not None and not out["sigma_start"] > 0:
         raise InputError(f"--sigma-start must be > 0, got {out['sigma_start']!r}")
     if getattr(args, "flag", None) and out.get("chains", 2) < 2:

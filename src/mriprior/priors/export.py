@@ -75,7 +75,7 @@ _LIKELIHOODS = ("discretized_logistic_mixture",)
 
 # recon_defaults: method -> key -> (kind, minimum)
 RECON_DEFAULT_KEYS = {"fast": {"sigma_start": (float, 0.0), "nfe": (int, 1), "chains": (int, 1)},
-                      "pics": {"lam": (float, 0.0), "iters": (int, 1)},
+                      "pics": {"lam": (float, 0.0), "iters": (int, 1), "wavelet": (float, 0.0)},
                       "l1": {"lam": (float, 0.0), "iters": (int, 1)},
                       "langevin": {"lam": (float, 0.0), "chains": (int, 1)}}
 

@@ -419,8 +419,8 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
 
 def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam: float = 0.5,
                max_iter: int = 50, step: float | None = None, mask=None, scaling="cg",
-               x0: torch.Tensor | None = None, callback=None,
-               support: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               x0: torch.Tensor | None = None, callback=None, support: bool = True,
+               wavelet: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """PICS with the prior as regulariser (module docstring). Returns ``(image, scale)`` with the
     image in the data's units.
 
@@ -430,10 +430,14 @@ def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam:
     ``step`` defaults to ``0.95 / (1 + lam L_R)`` with ``L_R`` the prior's
     ``reg_lipschitz`` (``||A^H A|| <= 1`` for normalised coil maps). ``x0``: warm start in the
     data's units (default: zeros, as BART). ``support``: FISTA's proximal step is the
-    projection onto the coil maps' support (see :func:`fast_posterior`).
+    projection onto the coil maps' support (see :func:`fast_posterior`). ``wavelet``: a second
+    regulariser ``wavelet ||W x||_1`` (BART's ``-R W:7:0:wavelet`` beside the prior's term; in
+    this function's data scaling), whose proximal step (the l1-wavelet threshold with BART's
+    cycle spinning, :class:`~mriprior.recon.wavelet.WaveletThreshold`) precedes the projection.
     """
-    if lam < 0 or max_iter < 1 or (step is not None and not step > 0):
-        raise InputError(f"need lam >= 0, max_iter >= 1, step > 0 (got {lam}, {max_iter}, {step})")
+    if lam < 0 or wavelet < 0 or max_iter < 1 or (step is not None and not step > 0):
+        raise InputError(f"need lam >= 0, wavelet >= 0, max_iter >= 1, step > 0 (got {lam}, "
+                         f"{wavelet}, {max_iter}, {step})")
     if step is None:
         step = 0.95 / (1.0 + lam * prior.reg_lipschitz)
     prob = _Problem(ksp, maps, mask, 1, scaling, support)
@@ -447,9 +451,13 @@ def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam:
         return g + lam * prior.reg_grad(v) if lam else g
 
     cb = None if callback is None else (lambda it, v: callback(it + 1, max_iter))
-    x = fista(gradient_operator, prob.adj_y, lambda v, mu: prob.project(v), step=step,
-              max_iter=max_iter,
-              x0=start, callback=cb)
+    prox = lambda v, mu: prob.project(v)  # noqa: E731
+    if wavelet:
+        from mriprior.recon.wavelet import WaveletThreshold
+        wt = WaveletThreshold()
+        prox = lambda v, mu: prob.project(wt(v, wavelet * mu))  # noqa: E731
+    x = fista(gradient_operator, prob.adj_y, prox, step=step, max_iter=max_iter, x0=start,
+              callback=cb)
     return prob.unscale(prob.project(x)), prob.scale
 
 
@@ -477,7 +485,7 @@ OPTIONS = {"fast": {"chains": "chains", "nfe": "nfe", "sigma_start": "sigma_star
                     "cg": "cg_iters", "noise_var": "noise_var", "draws": "draws"},
            "langevin": {"chains": "chains", "levels": "n_levels", "skip": "skip",
                         "steps": "steps", "lam": "lam", "noise_var": "noise_var"},
-           "pics": {"lam": "lam", "iters": "max_iter"}}
+           "pics": {"lam": "lam", "iters": "max_iter", "wavelet": "wavelet"}}
 
 
 def tuned_options(method: str, prior) -> dict:
