@@ -42,7 +42,8 @@ result does not depend on the slices batched with it):
     priors the RED gradient ``x - D(x, sigma_r)``; for explicit-likelihood priors the NLL
     gradient): the semantics of BART's ``pics -R TF:graph:lambda``, except that the image is
     scaled to the prior's normalisation once (from the data) rather than re-scaled by its own
-    maximum every iteration, so the objective is fixed and decreases.
+    maximum every iteration, so the objective is fixed and decreases. ``wavelet > 0`` adds
+    ``wavelet ||W x||_1`` (BART's second ``-R W:7:0:wavelet``) through FISTA's proximal step.
 
 Uncertainty: ``var`` is the complex pixelwise variance over chains (unbiased, ``E|x - mmse|^2``),
 ``std = sqrt(var)``. A complex Gaussian error of variance ``var`` lies within radius
