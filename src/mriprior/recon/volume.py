@@ -108,6 +108,31 @@ def _keywords(method: str) -> tuple:
     return tuple(OPTIONS[method].values())
 
 
+def _settings(method: str, prior, options, calib: int, seed: int, device):
+    """The job's settings (JSON) and the loaded prior; InputError naming what is wrong."""
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, not {method!r}")
+    allowed = ("lam", "max_iter") if method == "pics" else _keywords(method)
+    unknown = sorted(set(options or {}) - set(allowed))
+    if unknown:
+        raise InputError(f"{method}: unknown option(s) {unknown}; choose from {list(allowed)}")
+    settings = {"method": method, "calib": int(calib)}
+    if method == "pics":
+        settings["options"] = {"lam": 0.005, "max_iter": 100, **(options or {})}
+        return settings, prior
+    if prior is None:
+        raise InputError(f"method {method!r} needs a prior")
+    settings["seed"] = int(seed)
+    if isinstance(prior, (str, os.PathLike)):
+        from mriprior.recon.priors import load_image_prior
+        settings["prior"] = str(prior_files(prior)[0].name)
+        settings["prior_step"] = read_sidecar(prior).get("step")
+        prior = load_image_prior(prior, device=device)
+    from mriprior.recon.posterior import tuned_options
+    settings["options"] = {**tuned_options(method, prior), **(options or {})}
+    return settings, prior
+
+
 def _parts(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
@@ -129,30 +154,10 @@ def reconstruct_volume(src, out, method: str = "pics", *, prior=None, options: d
     """
     from mriprior import __version__
 
-    if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}, not {method!r}")
     src, out = Path(src), Path(out)
-    allowed = ("lam", "max_iter") if method == "pics" else _keywords(method)
-    unknown = sorted(set(options or {}) - set(allowed))
-    if unknown:
-        raise InputError(f"{method}: unknown option(s) {unknown}; choose from {list(allowed)}")
-    settings = {"method": method, "calib": int(calib)}
-    if method == "pics":
-        settings["options"] = {"lam": 0.005, "max_iter": 100, **(options or {})}
-    elif prior is None:
-        raise InputError(f"method {method!r} needs a prior")
-    else:
-        settings["seed"] = int(seed)
+    settings, prior = _settings(method, prior, options, calib, seed, device)
     vol = read_fastmri(src)
     try:
-        if isinstance(prior, (str, os.PathLike)):
-            from mriprior.recon.priors import load_image_prior
-            settings["prior"] = str(prior_files(prior)[0].name)
-            settings["prior_step"] = read_sidecar(prior).get("step")
-            prior = load_image_prior(prior, device=device)
-        if method != "pics":
-            from mriprior.recon.posterior import tuned_options
-            settings["options"] = {**tuned_options(method, prior), **(options or {})}
         n, _, ny, nx = vol.shape
         shape = _recon_matrix(vol, ny, nx)
         pattern = None if vol.mask is None else np.asarray(vol.mask, dtype=bool)
