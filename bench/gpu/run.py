@@ -639,7 +639,8 @@ def parse(argv=None):
                    help="weights of an l1-wavelet term beside the prior in prior PICS, tuned "
                         "jointly with --pics-grid (default 0: the prior alone)")
     p.add_argument("--start-grid", default="0.1,0.3,1.0")
-    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--samples", type=int, default=8,
+                   help="prior samples drawn for samples.png (0: none)")
     p.add_argument("--sample-steps", type=int, default=200)
     p.add_argument("--prior", default=None, help="skip data and training: evaluate this "
                    "exported prior (NAME of NAME.safetensors + NAME.json)")
@@ -740,6 +741,8 @@ def main(argv=None) -> int:
                                                       device, run)),
                       ("samples", lambda: save_samples(trained, device, run, cfg.samples,
                                                        cfg.sample_steps))):
+        if stage == "samples" and cfg.samples < 1:
+            continue
         if run.left() < 5 and stage == "samples":
             run.log("no time left for samples")
             continue
