@@ -545,6 +545,7 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert _cli(src, "--out", tmp_path / "ds", "--shape", 16, 16, "--salt", "s") == 0
     out = capsys.readouterr().out
     assert "imported 1 slices" in out and "b.txt" in out
+    assert "near-duplicates: 0 groups; no val / test slice has one in train" in out
     assert open_dataset(tmp_path / "ds").shape == (16, 16)
     assert _cli(src, "--out", tmp_path / "ds") == 2                      # exists, no --force
     assert _cli(src, "--out", tmp_path / "ds", "--force", "--normalize", "p99") == 0
@@ -553,6 +554,31 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert _cli(src / "b.txt", "--out", tmp_path / "x") == 2              # nothing importable
     assert _cli(src, "--out", tmp_path / "x", "--resize", "zoom") == 2    # argparse choice
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_reports_split_leakage(tmp_path, capsys):
+    # one image under a name in every subject's folder (as archives re-export slices), beside
+    # each subject's own image: the held-out subjects' copies have a twin in train
+    g = np.random.default_rng(0)
+    shared = (g.random((16, 16)) * 255).astype(np.uint8)
+    for k in range(12):
+        (tmp_path / "src" / f"s{k}").mkdir(parents=True)
+        Image.fromarray(shared).save(tmp_path / "src" / f"s{k}" / "copy.png")
+        Image.fromarray((g.random((16, 16)) * 255).astype(np.uint8)).save(
+            tmp_path / "src" / f"s{k}" / "own.png")
+    args = (tmp_path / "src", "--shape", 16, 16, "--salt", "s", "--split", 0.5, 0.25, 0.25)
+    assert _cli(*args, "--out", tmp_path / "ds") == 0
+    out = capsys.readouterr().out
+    split = [r["split"] for r in open_dataset(tmp_path / "ds").records]
+    held = {s: split.count(s) // 2 for s in ("val", "test")}  # one copy per held-out subject
+    assert held["val"] and held["test"]
+    assert (f"held-out slices with a near-duplicate in train: val {held['val']} of "
+            f"{2 * held['val']}, test {held['test']} of {2 * held['test']} (1 groups") in out
+    assert _cli(*args, "--out", tmp_path / "ds2", "--no-dedup-check") == 0
+    assert "near-duplicate" not in capsys.readouterr().out
+    assert _cli(*args, "--out", tmp_path / "ds3", "--dedup-check-max", 10) == 0
+    assert "near-duplicate check skipped (24 slices > --dedup-check-max 10)" in (
+        capsys.readouterr().out)
 
 
 def test_cli_through_main(tmp_path, capsys):

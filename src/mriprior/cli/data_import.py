@@ -19,6 +19,11 @@ per-user secret in ~/.config/mriprior/salt ($XDG_CONFIG_HOME, $MRIPRIOR_SALT_FIL
 (--split train val test) are by subject. DICOM paths are stored hashed, other paths relative to
 their SRC. Files that cannot be imported are skipped and listed with the reason; the dataset is
 written atomically (an interrupted import leaves nothing). Full rules: mriprior.data.importers.
+
+Afterwards the import reports how many val / test slices have a near-duplicate in train
+(archives often hold one image under several names, which a split by subject cannot see):
+`mriprior data dedup` (report) and `mriprior data dedup --out` (remove them). Skipped with
+--no-dedup-check, and above --dedup-check-max slices (the check compares every pair).
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ def add_arguments(p):
                    help="empty-slice threshold, fraction of the volume max (default 0.05)")
     p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
     p.add_argument("--force", action="store_true", help="replace an existing --out dataset")
+    p.add_argument("--no-dedup-check", dest="dedup_check", action="store_false",
+                   help="do not look for near-duplicates across the splits after the import")
+    p.add_argument("--dedup-check-max", type=int, default=20000, metavar="N",
+                   help="skip that check above N slices (default 20000)")
 
 
 def _terminate(signum, frame):
@@ -81,3 +90,24 @@ def run(args):
             signal.signal(signal.SIGTERM, previous)
         progress.close()
     print(format_summary(summary))
+    if args.dedup_check:
+        print(split_leakage_report(summary["out"], summary["count"], args.dedup_check_max))
+
+
+def split_leakage_report(out, count: int, max_slices: int) -> str:
+    """One or two lines on near-duplicates across the splits of the imported dataset ``out``."""
+    if count > max_slices:
+        return (f"  near-duplicate check skipped ({count} slices > --dedup-check-max "
+                f"{max_slices}): run `mriprior data dedup --in {out}`")
+    from mriprior.data.dataset import open_dataset
+    from mriprior.data.dedup import leakage, near_duplicate_groups
+
+    ds = open_dataset(out)
+    groups = near_duplicate_groups(ds, size=min(64, *ds.shape))
+    leak = leakage(ds, groups)
+    held = ", ".join(f"{s} {v['with_train_duplicate']} of {v['slices']}" for s, v in leak.items())
+    if not any(v["with_train_duplicate"] for v in leak.values()):
+        return (f"  near-duplicates: {len(groups)} groups; no val / test slice has one in train")
+    return (f"  WARNING: held-out slices with a near-duplicate in train: {held} ({len(groups)} "
+            f"groups, correlation >= 0.99): the test set leaks into training. Remove them "
+            f"with `mriprior data dedup --in {out} --out DEDUPLICATED`")
