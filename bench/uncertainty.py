@@ -5,6 +5,7 @@ seeds, on the held-out cases of the GPU-evaluation pack.
     python bench/uncertainty.py --pack .gpu-eval --real ../shared/data/brain-8coil-slice
     python bench/uncertainty.py --report-only        # the docs section from the JSON
     python bench/uncertainty.py --measure --pack .gpu-eval --prior bundled   # see below
+    python bench/uncertainty.py --calibrate --pack .gpu-eval --prior bundled # see below
 
 Protocol: the bundled prior with the settings its sidecar records (`recon_defaults`, tuned on
 the validation slices: sigma_start, NFE), the noise-model data step (`noise_var="auto"`),
@@ -15,7 +16,13 @@ and the real 8-coil slice. Per case: PSNR / SSIM of the MMSE, Spearman(std, |err
 tuned here: the choice between the two is read off the validation rows. The draws' local
 variance is the prior's measured denoising error: ``--measure`` computes the held-out denoising
 loss at 12 levels on the pack's validation slices and writes it into the prior's sidecar
-(``denoising_error``, :func:`mriprior.priors.export.set_denoising_error`). Writes
+(``denoising_error``, :func:`mriprior.priors.export.set_denoising_error`). ``--calibrate``
+runs the default chains (the means variant) on the validation slices of both patterns and
+writes the uncertainty calibration they give (:mod:`mriprior.recon.calibration`: std pooled
+over ``--pool`` pixels, scaled to cover 90 % there) with its settings into the prior's sidecar
+(``recon_defaults.fast.calibration``; ``recon_defaults.fast.chains`` becomes ``--chains``, so
+that `mriprior recon --prior P --std` runs the calibrated settings by default); the test rows
+then also report the calibrated map's Spearman and coverage. Writes
 bench/results/uncertainty.json (per case, resumable) and the section of docs/benchmarks.md.
 """
 
@@ -32,11 +39,13 @@ import numpy as np
 import torch
 
 from mriprior.diffusion.losses import heldout_dsm_loss
-from mriprior.experiments.recon_cases import real_case, score, simulated_case, uncertainty
+from mriprior.experiments.recon_cases import (complex_error, real_case, score, simulated_case,
+                                              uncertainty)
 from mriprior.experiments.report import replace_section
 from mriprior.io.files import atomic_write_json
-from mriprior.priors.export import set_denoising_error
-from mriprior.recon.posterior import fast_posterior
+from mriprior.priors.export import read_sidecar, set_denoising_error, set_recon_defaults
+from mriprior.recon.calibration import SETTINGS, calibration_for, fit_scale
+from mriprior.recon.posterior import fast_posterior, tuned_options
 from mriprior.recon.priors import load_image_prior
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,6 +72,38 @@ def measure(a) -> None:
         f"{s:.3g}: {v:.3f}" for s, v in zip(sigmas, loss)))
 
 
+def calibrate(a) -> None:
+    """Fit the means chains' uncertainty calibration on the validation slices; into the
+    sidecar."""
+    z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
+    prior = load_image_prior(a.prior)
+    opts = {**tuned_options("fast", prior), "chains": a.chains, "noise_var": "auto"}
+    fits, per = ([], [], []), {}
+    for kind in ("poisson", "1d"):
+        one = ([], [], [])
+        for j in range(len(z["val"])):
+            case = simulated_case(torch.from_numpy(z["val"][j]), kind, seed=100 + j)
+            with torch.no_grad():
+                r = fast_posterior(case["ksp"], case["maps"], prior, mask=case["mask"], seed=0,
+                                   **opts)
+            err, inside = complex_error(case, r)
+            for lst, v in zip(one, (err, r.std, inside)):
+                lst.append(v)
+        per[kind] = fit_scale(*one, pool=a.pool)
+        for lst, v in zip(fits, one):
+            lst.extend(v)
+    cal = {"scale": fit_scale(*fits, pool=a.pool), "pool": a.pool, "level": 0.9,
+           "settings": {k: opts[k] for k in SETTINGS["fast"]},
+           "validation": {"scale_" + k: v for k, v in per.items()},
+           "measured_on": f"{len(z['val'])} validation slices of {os.path.basename(a.pack)} "
+                          f"x Poisson-disc R 8 and 1D R 5 (bench/uncertainty.py --calibrate)"}
+    rd = dict(read_sidecar(a.prior).get("recon_defaults") or {})
+    rd["fast"] = {**rd.get("fast", {}), "chains": a.chains, "calibration": cal}
+    path = set_recon_defaults(a.prior, rd)
+    print(f"wrote the calibration to {path}: scale {cal['scale']:.3f} (Poisson-disc "
+          f"{per['poisson']:.3f}, 1D {per['1d']:.3f}), pool {a.pool}")
+
+
 def run(a) -> dict:
     z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
     prior = load_image_prior(a.prior)
@@ -80,7 +121,9 @@ def run(a) -> dict:
             with torch.no_grad():
                 r = fast_posterior(case["ksp"], case["maps"], prior, mask=case["mask"], seed=0,
                                    keep_samples=True, **settings, **extra)
-            res[f"{key}/{variant}"] = {**score(case, r.mmse), **uncertainty(case, r),
+            cal = calibration_for(prior, "fast", {**tuned_options("fast", prior), **settings,
+                                                  **extra})
+            res[f"{key}/{variant}"] = {**score(case, r.mmse), **uncertainty(case, r, cal),
                                        "s": time.perf_counter() - t}
             print(key, variant, {k: round(v, 3) if isinstance(v, float) else v
                                  for k, v in res[f"{key}/{variant}"].items()}, flush=True)
@@ -96,6 +139,13 @@ def run(a) -> dict:
     return res
 
 
+def _calibrated_cell(rows) -> str:
+    if "coverage90_calibrated" not in rows[0]:
+        return ""
+    return (f"{np.mean([r['spearman_calibrated'] for r in rows]):.2f} / "
+            f"{np.mean([r['coverage90_calibrated'] for r in rows]):.2f}")
+
+
 def report(res: dict, cmd: str) -> str:
     s = res["settings"]
     lines = [TITLE, "",
@@ -107,10 +157,14 @@ def report(res: dict, cmd: str) -> str:
              "Spearman(std, |error|) and 90 % coverage (targets: >= 0.5 and 80-95 %; the real "
              "slice's coverage also counts the reference's own noise: second number). "
              "*Spearman if calibrated*: the same statistic with errors drawn from the std map "
-             "itself, i.e. what a perfectly calibrated map of this spread would reach.", "",
+             "itself, i.e. what a perfectly calibrated map of this spread would reach. "
+             "*Calibrated map*: Spearman / coverage of the prior's calibrated std (the chains' "
+             "std pooled locally and scaled on the validation slices, "
+             "`mriprior.recon.calibration`; simulated cases of the settings it was measured "
+             "with).", "",
              "| case | slices | variant | PSNR dB | SSIM | Spearman | Spearman if calibrated "
-             "| coverage 90 % |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| coverage 90 % | calibrated map: Spearman / coverage |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for kind, label in (("poisson", "simulated, Poisson-disc R 8"), ("1d", "simulated, 1D R 5"),
                         ("real", "real 8-coil slice")):
         for split in ("val", "test"):
@@ -128,7 +182,7 @@ def report(res: dict, cmd: str) -> str:
                              f"{np.mean([r['ssim'] for r in rows]):.3f} | "
                              f"{np.mean([r['spearman_std_err'] for r in rows]):.2f} | "
                              f"{np.mean([r['spearman_if_calibrated'] for r in rows]):.2f} | "
-                             f"{cov} |")
+                             f"{cov} | {_calibrated_cell(rows)} |")
     secs = {v: np.mean([r["s"] for k, r in res.items() if k.endswith(f"/{v}")])
             for v in VARIANTS}
     lines += ["", "Seconds per case (256 x 256 x 8 coils, this 2-core CPU): " + ", ".join(
@@ -145,10 +199,17 @@ def main(argv=None):
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--measure", action="store_true",
                    help="write the prior's denoising error on the validation slices, then stop")
+    p.add_argument("--calibrate", action="store_true",
+                   help="write the uncertainty calibration of the validation slices into the "
+                        "prior's sidecar, then stop")
+    p.add_argument("--pool", type=int, default=5, help="--calibrate: variance pooling window")
     p.add_argument("--docs", default=os.path.join(HERE, "..", "docs", "benchmarks.md"))
     a = p.parse_args(argv)
     if a.measure:
         measure(a)
+        return 0
+    if a.calibrate:
+        calibrate(a)
         return 0
     res = json.load(open(OUT)) if a.report_only else run(a)
     cmd = "python bench/uncertainty.py " + " ".join(sys.argv[1:])

@@ -119,6 +119,38 @@ def test_posterior_volume_resumes_per_slice(vol, tmp_path, monkeypatch):
         assert a["std"].shape == (3, 32, 32)
 
 
+def test_posterior_volume_writes_the_calibrated_std(vol, tmp_path):
+    """A prior whose sidecar holds an uncertainty calibration for the run's settings: the
+    volume's std is the calibrated one (recon.calibration), recorded in its settings."""
+    import shutil
+    import torch
+    from mriprior.priors.export import prior_files, read_sidecar, set_recon_defaults
+    from mriprior.recon.calibration import SETTINGS, calibrated_std
+    from mriprior.recon.posterior import tuned_options
+    from mriprior.recon.priors import load_image_prior
+
+    for src, ext in zip(prior_files("bundled"), (".safetensors", ".json")):
+        shutil.copy(src, tmp_path / f"p{ext}")
+    kw = dict(method="fast", options={"chains": 2, "nfe": 3})
+    opts = {**tuned_options("fast", load_image_prior(tmp_path / "p")), **kw["options"]}
+    rd = read_sidecar(tmp_path / "p")["recon_defaults"]
+    cal = {"scale": 1.7, "pool": 3, "settings": {k: opts[k] for k in SETTINGS["fast"]}}
+    rd["fast"] = {k: v for k, v in rd["fast"].items() if k != "calibration"}
+    set_recon_defaults(tmp_path / "p", {**rd, "fast": {**rd["fast"], "calibration": cal}})
+    s = reconstruct_volume(vol, tmp_path / "cal.h5", prior=tmp_path / "p", **kw)
+    assert s["settings"]["std_calibration"] == {"scale": 1.7, "pool": 3}
+    set_recon_defaults(tmp_path / "p", rd)  # the same prior without it: the chains' own std
+    s = reconstruct_volume(vol, tmp_path / "raw.h5", prior=tmp_path / "p", **kw)
+    assert "std_calibration" not in s["settings"]
+    with h5py.File(tmp_path / "cal.h5", "r") as a, h5py.File(tmp_path / "raw.h5", "r") as b:
+        np.testing.assert_array_equal(a["reconstruction"][()], b["reconstruction"][()])
+        raw = torch.from_numpy(b["std"][()])
+        want = calibrated_std(raw, cal).numpy()
+        # pooling after the centre crop differs from before it only at the crop's edge
+        np.testing.assert_allclose(a["std"][()][:, 1:-1, 1:-1], want[:, 1:-1, 1:-1],
+                                   rtol=1e-4, atol=1e-6 * want.max())
+
+
 def test_recon_volume_to_cfl(vol, tmp_path):
     out = tmp_path / "mmse"
     assert main(["recon", "--prior", "bundled", "--quiet", "--chains", "2", "--nfe", "2",

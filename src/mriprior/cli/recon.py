@@ -14,7 +14,11 @@ OUT: the MMSE image (``pics``: the regularised image), BART dims x y z 1 maps, i
 units (scaling KSP by c scales OUT by c). --std / --var write the pixelwise standard deviation /
 complex variance over chains, --samples all chains (chains along BART dim 5), --flag the
 credibility map (1 where the 90 % interval radius exceeds --rel x |MMSE| inside the object;
-the radius of the chains' mean, widened for the number of chains: interval_radius).
+the radius of the chains' mean, widened for the number of chains: interval_radius). Where the
+prior's sidecar holds an uncertainty calibration measured with the run's sampler settings
+(mriprior.recon.calibration: the std pooled locally and scaled to cover its level on
+validation slices), --std / --var / --flag are the calibrated ones (the MMSE's error std);
+--raw-std keeps the chains' own.
 PRIOR is NAME.safetensors + NAME.json (``mriprior train``), given as either file or NAME.
 
 Defaults: an option not given takes the value the prior's sidecar records under
@@ -78,6 +82,9 @@ def add_arguments(p):
     p.add_argument("--samples", help="write every chain's sample here")
     p.add_argument("--flag", help="write the credibility (hallucination) map here")
     p.add_argument("--rel", type=float, default=0.2, help="--flag threshold (default 0.2)")
+    p.add_argument("--raw-std", action="store_true",
+                   help="write the chains' own std / var / flag even where the prior's sidecar "
+                        "holds an uncertainty calibration for these settings")
     p.add_argument("--batch", type=int, default=None,
                    help="max images per network call (memory); default: all chains at once")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
@@ -143,6 +150,24 @@ def _reconstruct(args, opts, ksp, maps, mask, prior, scaling, progress):
     r = FUNCTIONS[args.method](ksp, maps, prior, **opts, **common, seed=args.seed,
                                keep_samples=args.samples is not None)
     return r.mmse, r.std, r.var, r.samples, r.scale
+
+
+def _calibrated(args, prior, opts, std, var):
+    """``(std, var, chains)`` for the outputs: the calibrated error std (and ``chains`` None:
+    a known-variance interval) where the sidecar has a calibration for these settings."""
+    from mriprior.recon.calibration import calibrated_std, calibration_for
+
+    cal = None if args.raw_std else calibration_for(prior, args.method, opts)
+    if cal is None:
+        if (prior.recon_defaults.get(args.method) or {}).get("calibration") and not args.raw_std:
+            print("mriprior recon: note: the prior's uncertainty calibration was measured with "
+                  "other sampler settings; --std / --flag are the chains' own", file=sys.stderr)
+        return std, var, opts["chains"]
+    std = calibrated_std(std, cal)
+    if any([args.std, args.var, args.flag]):
+        print(f"mriprior recon: --std / --var / --flag calibrated (pool {cal.get('pool', 1)}, "
+              f"scale {cal['scale']:.3g}; {cal.get('measured_on', '?')})", file=sys.stderr)
+    return std, std.square(), None
 
 
 def _run_volume(args, dev):
@@ -220,7 +245,8 @@ def run(args):
         check_output(std, "standard deviation")
     write(args.output, x)
     if std is not None:
-        flagged = credibility_map(x, std, rel=args.rel, chains=opts["chains"])[1] \
+        std, var, chains = _calibrated(args, prior, opts, std, var)
+        flagged = credibility_map(x, std, rel=args.rel, chains=chains)[1] \
             if args.flag else None
         for path, img in ((args.std, std), (args.var, var), (args.samples, samples),
                           (args.flag, flagged)):

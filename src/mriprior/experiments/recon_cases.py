@@ -29,11 +29,12 @@ from mriprior.physics.fft import fft2c
 from mriprior.physics.masks import poisson_disc, variable_density_1d
 from mriprior.physics.phantom import birdcage_maps
 from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
+from mriprior.recon.calibration import calibrated_std
 from mriprior.recon.posterior import interval_radius
 from mriprior.recon.posterior import estimate_noise_var
 
-__all__ = ["PATTERNS", "make_mask", "simulated_case", "real_case", "real_image", "read_real_slice", "pick_slices",
-           "magnitude_lsq", "score", "uncertainty"]
+__all__ = ["PATTERNS", "make_mask", "simulated_case", "real_case", "real_image", "read_real_slice",
+           "pick_slices", "complex_error", "magnitude_lsq", "score", "uncertainty"]
 
 PATTERNS = {"poisson": "Poisson-disc R~8, calib 20x20", "1d": "1D VD R=5, 30 ACS lines"}
 
@@ -125,7 +126,15 @@ def score(case, img) -> dict:
     return {"psnr": r["psnr"], "ssim": r["ssim"], "nmse": r["nmse"]}
 
 
-def uncertainty(case, r):
+def complex_error(case, r):
+    """``(|mmse - ref|, inside)`` of a simulated case: the MMSE's complex error against the
+    reference in the estimated maps' gauge, and the object (``|ref| > 0.1 max |ref|``) where
+    :func:`uncertainty` measures."""
+    ref = case.get("ref_complex", case["ref"])
+    return (r.mmse - ref).abs(), ref.abs() > 0.1 * ref.abs().max()
+
+
+def uncertainty(case, r, calibration: dict | None = None):
     """Spearman(std, |error|) and the coverage of the 90 % credible region inside the object.
 
     The region is that of the MMSE (the mean of the ``n`` chains) with the variance estimated
@@ -146,7 +155,11 @@ def uncertainty(case, r):
     of :func:`~mriprior.recon.posterior.estimate_noise_var`, added in quadrature).
     ``spearman_if_calibrated``: Spearman between the std map and errors drawn from it (circular
     complex Gaussian, a fixed draw): the value a perfectly calibrated map of this spread would
-    reach, so a low Spearman can be told apart from a map with little spread."""
+    reach, so a low Spearman can be told apart from a map with little spread.
+
+    ``calibration`` (:mod:`mriprior.recon.calibration`): also ``spearman_calibrated`` and
+    ``coverage90_calibrated``, those of the calibrated std map and its known-variance interval
+    (simulated cases, complex error)."""
     from scipy.stats import spearmanr, t as student_t
 
     ref = case.get("ref_complex", case["ref"])
@@ -154,7 +167,7 @@ def uncertainty(case, r):
     inside = ref.abs() > 0.1 * ref.abs().max()
     out = {"chains": n}
     if case["scale"] == "none":
-        err, s = (r.mmse - ref).abs(), r.std
+        (err, inside), s = complex_error(case, r), r.std
         radius = interval_radius(s, 0.9, n)
         out["error"] = "complex"
     else:
@@ -174,4 +187,10 @@ def uncertainty(case, r):
     ray = np.abs(g.standard_normal(s_in.shape) + 1j * g.standard_normal(s_in.shape))
     out["spearman_if_calibrated"] = float(spearmanr(s_in, s_in * ray)[0])
     out["coverage90"] = float((err[inside] <= radius[inside]).float().mean())
+    if calibration is not None and case["scale"] == "none":
+        cs = calibrated_std(s, calibration)
+        out["spearman_calibrated"] = float(spearmanr(cs[inside].cpu().numpy().ravel(),
+                                                     err[inside].cpu().numpy().ravel())[0])
+        out["coverage90_calibrated"] = float(
+            (err[inside] <= interval_radius(cs, 0.9)[inside]).float().mean())
     return out

@@ -91,10 +91,33 @@ def _check_recon_defaults(rd, where: str) -> None:
         if method not in RECON_DEFAULT_KEYS or not isinstance(values, dict):
             raise InputError(f"{where}: recon_defaults.{method}: expected a mapping under one "
                              f"of {sorted(RECON_DEFAULT_KEYS)}")
+        values = dict(values)
+        if "calibration" in values and method in ("fast", "langevin"):
+            _check_calibration(values.pop("calibration"),
+                               f"{where}: recon_defaults.{method}.calibration")
         check_section(f"{where}: recon_defaults.{method}", values, {
             k: Field(kind, None, check=at_least(lo) if kind is int else
                      (lambda v, lo=lo: None if v > lo else f"must be > {lo}, got {v}"))
             for k, (kind, lo) in RECON_DEFAULT_KEYS[method].items()})
+
+
+def _check_calibration(cal, where: str) -> None:
+    """A sampler's uncertainty calibration (:mod:`mriprior.recon.calibration`): ``scale`` > 0,
+    ``pool`` an odd int >= 1, ``level`` in (0, 1), ``settings`` / ``validation`` mappings,
+    ``measured_on`` a string."""
+    if not isinstance(cal, dict):
+        raise InputError(f"{where}: expected a mapping, got {type(cal).__name__}")
+    cal = dict(cal)
+    for key in ("settings", "validation"):
+        if not isinstance(cal.pop(key, {}), dict):
+            raise InputError(f"{where}.{key}: expected a mapping")
+    check_section(where, cal, {
+        "scale": Field(float, check=lambda v: None if v > 0 else f"must be > 0, got {v}"),
+        "pool": Field(int, 1, check=lambda v: None if v >= 1 and v % 2 else
+                      f"must be an odd window size >= 1, got {v}"),
+        "level": Field(float, 0.9, check=lambda v: None if 0 < v < 1 else
+                       f"must be in (0, 1), got {v}"),
+        "measured_on": Field(str, "?")})
 
 
 def _check_meta(meta: dict, where: str) -> None:

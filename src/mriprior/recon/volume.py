@@ -17,7 +17,9 @@ mask undersamples):
 
 Output: a fastMRI-style HDF5 file with ``reconstruction`` float32 ``(slices, y, x)``
 (magnitudes, as fastMRI's submissions) and, for the posterior methods, ``std`` (the pixelwise
-standard deviation over chains); attributes ``method``, ``settings`` (JSON), ``source`` (the
+standard deviation over chains; the calibrated error std, :mod:`mriprior.recon.calibration`,
+where the prior's sidecar has a calibration for the settings, recorded in ``settings``
+as ``std_calibration``); attributes ``method``, ``settings`` (JSON), ``source`` (the
 input's file name, never a patient identifier) and ``created_by``. Or, for an output name not
 ending in ``.h5``, BART cfl files of the complex images with slices along BART's dim 13
 (``SLICE_DIM``) (``OUT`` and, for posterior methods, ``OUT_std``).
@@ -95,6 +97,9 @@ def _one_slice(k: np.ndarray, pattern, shape, method: str, settings: dict, prior
         from mriprior.recon.posterior import METHODS as FUNCTIONS
         r = FUNCTIONS[method](ksp, maps[:, 0], prior, mask=mask, seed=seed, **options)
         img, std = r.mmse, r.std
+        if "std_calibration" in settings:
+            from mriprior.recon.calibration import calibrated_std
+            std = calibrated_std(std, settings["std_calibration"])
     if not bool(torch.isfinite(img).all()):
         raise InputError("the reconstruction is not finite (NaN or Inf)")
     img = centre_crop(img[0], shape).cpu().numpy().astype(np.complex64)
@@ -128,8 +133,12 @@ def _settings(method: str, prior, options, calib: int, seed: int, device):
         settings["prior"] = str(prior_files(prior)[0].name)
         settings["prior_step"] = read_sidecar(prior).get("step")
         prior = load_image_prior(prior, device=device)
+    from mriprior.recon.calibration import calibration_for
     from mriprior.recon.posterior import tuned_options
     settings["options"] = {**tuned_options(method, prior), **(options or {})}
+    cal = calibration_for(prior, method, settings["options"])
+    if cal is not None:  # the std written is the calibrated one (recon.calibration)
+        settings["std_calibration"] = {"scale": cal["scale"], "pool": cal.get("pool", 1)}
     return settings, prior
 
 
