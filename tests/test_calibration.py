@@ -2,7 +2,6 @@
 sidecar record and its use by `mriprior recon`."""
 
 import math
-import shutil
 
 import numpy as np
 import pytest
