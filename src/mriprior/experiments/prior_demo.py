@@ -45,7 +45,9 @@ from mriprior.physics.masks import poisson_disc
 from mriprior.physics.phantom import birdcage_maps
 from mriprior.physics.simulate import simulate_multicoil, snr_to_sigma
 from mriprior.recon.classical import pics, sense_combine
-from mriprior.recon.posterior import credibility_map, fast_posterior, method_defaults
+from mriprior.recon.calibration import calibrated_std, calibration_for
+from mriprior.recon.posterior import (credibility_map, fast_posterior, method_defaults,
+                                      tuned_options)
 from mriprior.recon.priors import load_image_prior
 
 __all__ = ["build_case", "load_case", "run_prior_demo", "ASSETS"]
@@ -159,15 +161,20 @@ def run_prior_demo(out_dir, case=DEFAULT_CASE, prior=DEFAULT_PRIOR, chains: int 
             f"SSIM {m['ssim']:.4f}  ({times[name]:.1f} s)")
     results["prior MMSE"].update({"chains": chains, "nfe_per_chain": r.nfe,
                                   "sigma_start": fast["sigma_start"], "noise_var": noise_var})
-    _, flagged = credibility_map(r.mmse, r.std, chains=chains)
+    # the calibrated error std where the prior has a calibration for these settings
+    cal = calibration_for(pr, "fast", {**tuned_options("fast", pr), "chains": chains,
+                                       "nfe": nfe, "noise_var": noise_var})
+    std = r.std if cal is None else calibrated_std(r.std, cal)
+    results["prior MMSE"]["std"] = "calibrated" if cal else "chains"
+    _, flagged = credibility_map(r.mmse, std, chains=None if cal else chains)
     write_cfl(os.path.join(out_dir, "ksp"), ksp[0].cpu().numpy().T[:, :, None, :])
     write_cfl(os.path.join(out_dir, "sens"), maps[0].cpu().numpy().T[:, :, None, :])
     for name, img in [("reference", ref), ("zero_filled", recons["zero-filled"]),
                       ("l1_wavelet", recons["L1-wavelet"]), ("mmse", r.mmse),
-                      ("std", r.std.to(r.mmse.dtype)), ("flag", flagged.to(r.mmse.dtype))]:
+                      ("std", std.to(r.mmse.dtype)), ("flag", flagged.to(r.mmse.dtype))]:
         write_cfl(os.path.join(out_dir, name), img[0].cpu().numpy().T)
     fig = os.path.join(out_dir, "demo.png")
-    _figure(fig, ref, recons, r.std, results)
+    _figure(fig, ref, recons, std, results)
     summary = {"case": info, "prior": str(prior), "results": results,
                "espirit_seconds": times["ESPIRiT"],
                "total_seconds": time.perf_counter() - t0, "figure": fig}
@@ -192,7 +199,8 @@ def _figure(path, ref, recons, std, results):
                         f"SSIM {res['ssim']:.3f}", fontsize=9)
     s = std[0].cpu().numpy()
     im = ax[-1].imshow(s, cmap="magma", vmin=0, vmax=float(np.percentile(s, 99.5)) or 1.0)
-    ax[-1].set_title("posterior std (prior)", fontsize=9)
+    ax[-1].set_title("error std, calibrated (prior)" if results["prior MMSE"]["std"] ==
+                     "calibrated" else "posterior std (prior)", fontsize=9)
     fig.colorbar(im, ax=ax[-1], fraction=0.046)
     for a in ax:
         a.axis("off")
