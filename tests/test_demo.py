@@ -27,12 +27,13 @@ def test_demo_runs_on_the_embedded_default(tmp_path):
     assert main(["demo", "--chains", "2", "--nfe", "8", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     r = res["results"]
-    assert set(r) == {"zero-filled", "L1-wavelet", "prior MMSE"}
+    assert set(r) == {"zero-filled", "L1-wavelet", "prior MMSE", "prior PICS"}
+    assert r["prior PICS"]["psnr"] > r["zero-filled"]["psnr"] + 5
     assert r["prior MMSE"]["nfe_per_chain"] == 8 and r["prior MMSE"]["chains"] == 2
     # even 3 evaluations with CG data consistency must beat zero-filling by a wide margin
     assert r["prior MMSE"]["psnr"] > r["zero-filled"]["psnr"] + 5
     for f in ("demo.png", "ksp.cfl", "sens.cfl", "reference.cfl", "mmse.cfl", "std.cfl",
-              "l1_wavelet.cfl", "flag.cfl"):
+              "l1_wavelet.cfl", "flag.cfl", "prior_pics.cfl"):
         assert (tmp_path / f).exists(), f
     std = read_cfl(tmp_path / "std")
     assert np.isfinite(std).all() and np.abs(std).max() > 0

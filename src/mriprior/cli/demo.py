@@ -3,9 +3,11 @@
 Default: a bundled undersampled 8-coil case (a held-out open-corpus slice with simulated phase,
 Poisson-disc R ~ 8) reconstructed zero-filled, with l1-wavelet PICS and with the bundled
 diffusion prior (fast posterior sampler: MMSE and standard deviation over --chains chains,
---nfe network evaluations each, starting level and NFE as the prior's tuned recon_defaults). Writes demo.png (reference | zero-filled | l1-wavelet | prior
-MMSE | std, PSNR / SSIM on each), results.json and BART cfl files (ksp, sens, reference,
-zero_filled, l1_wavelet, mmse, std, flag) to --out.
+--nfe network evaluations each, starting level and NFE as the prior's tuned recon_defaults;
+the std calibrated where the prior has a calibration for these settings; and prior PICS with
+its tuned lambda and l1-wavelet term). Writes demo.png (reference | zero-filled | l1-wavelet |
+prior MMSE | prior PICS | std, PSNR / SSIM on each), results.json and BART cfl files (ksp,
+sens, reference, zero_filled, l1_wavelet, mmse, prior_pics, std, flag) to --out.
 
 --classical runs the classical demo instead (analytic Shepp-Logan k-space, zero-filled,
 CG-SENSE, l1-wavelet, TV; --size, --accel, --iterations apply to it).
