@@ -1,9 +1,9 @@
-"""Calibrated uncertainty maps (mriprior.recon.calibration): pooling, the validation scale, the
-sidecar record and its use by `mriprior recon`."""
+"""Calibrated uncertainty maps (mriprior.recon.calibration): pooling, the validation scale and
+when a calibration applies (the sidecar record and `mriprior recon`'s use of it:
+tests/test_cli_recon.py)."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -70,81 +70,3 @@ def test_calibration_applies_only_to_its_settings():
         assert calibration_for(prior, "fast", {**run, key: other}) is None
     assert calibration_for(prior, "langevin", run) is None
     assert calibration_for(_Prior({}), "fast", run) is None
-
-
-@pytest.fixture()
-def tiny_prior(tmp_path):
-    from mriprior.priors.export import save_prior
-    from mriprior.priors.networks import network_from_preset
-
-    torch.manual_seed(0)
-    net = network_from_preset("cpu-small", in_channels=2, base_channels=8, channel_mults=[1, 2],
-                              attention_levels=[])
-    save_prior(tmp_path / "prior", net, {"network": net.config, "parametrisation": "score",
-                                         "diffusion": {"type": "ve", "sigma_min": 0.01,
-                                                       "sigma_max": 1.0},
-                                         "data": {"channels": "complex"}})
-    return tmp_path / "prior"
-
-
-def test_sidecar_checks_the_calibration(tiny_prior):
-    from mriprior.priors.export import read_sidecar, set_recon_defaults
-    from mriprior.recon.priors import load_image_prior
-
-    good = {"scale": 1.4, "pool": 5, "level": 0.9, "settings": {"chains": 4},
-            "validation": {"scale_poisson": 1.3}, "measured_on": "test"}
-    set_recon_defaults(tiny_prior, {"fast": {"chains": 4, "calibration": good}})
-    assert read_sidecar(tiny_prior)["recon_defaults"]["fast"]["calibration"] == good
-    assert load_image_prior(tiny_prior).recon_defaults["fast"]["calibration"]["scale"] == 1.4
-    for bad, match in (({**good, "scale": 0}, "calibration.scale"),
-                       ({**good, "pool": 4}, "calibration.pool"),
-                       ({**good, "level": 1.0}, "calibration.level"),
-                       ({**good, "settings": [4]}, "calibration.settings"),
-                       ({**good, "other": 1}, "calibration.other"),
-                       ({"pool": 3}, "calibration.scale"),
-                       ("1.4", "calibration")):
-        with pytest.raises(InputError, match=match):
-            set_recon_defaults(tiny_prior, {"fast": {"calibration": bad}})
-    with pytest.raises(InputError, match="recon_defaults.pics.calibration"):
-        set_recon_defaults(tiny_prior, {"pics": {"calibration": good}})
-
-
-def test_recon_writes_the_calibrated_std_for_its_settings(tiny_prior, tmp_path, capsys):
-    from mriprior.cli.main import main
-    from mriprior.io.cfl import read_cfl, write_cfl
-    from mriprior.physics.phantom import birdcage_maps, shepp_logan
-    from mriprior.physics.sense import Sense
-    from mriprior.priors.export import set_recon_defaults
-
-    n = 24
-    img = shepp_logan(n).to(torch.complex64)[None]
-    maps = birdcage_maps(4, (n, n), normalize="rss")[None]
-    mask = (torch.rand(n, n, generator=torch.Generator().manual_seed(0)) < 0.4).float()
-    mask[n // 2 - 4: n // 2 + 4, n // 2 - 4: n // 2 + 4] = 1
-    write_cfl(tmp_path / "ksp", Sense(maps, mask).forward(img)[0].numpy()
-              .transpose(2, 1, 0)[:, :, None, :])
-    write_cfl(tmp_path / "sens", maps[0].numpy().transpose(2, 1, 0)[:, :, None, :, None])
-    settings = {"chains": 2, "nfe": 3, "sigma_start": 0.3, "noise_var": "auto", "draws": False,
-                "eta": 0.85}
-    cal = {"scale": 2.0, "pool": 3, "settings": settings, "measured_on": "test"}
-    set_recon_defaults(tiny_prior, {"fast": {"chains": 2, "nfe": 3, "sigma_start": 0.3,
-                                             "calibration": cal}})
-
-    def run(*args):
-        capsys.readouterr()
-        rc = main(["recon", "--prior", str(tiny_prior), "--quiet", *args, str(tmp_path / "ksp"),
-                   str(tmp_path / "sens"), str(tmp_path / "out")])
-        return rc, capsys.readouterr().err
-
-    rc, err = run("--std", str(tmp_path / "cal"), "--var", str(tmp_path / "calvar"))
-    assert rc == 0 and "calibrated (pool 3, scale 2" in err
-    rc, err = run("--raw-std", "--std", str(tmp_path / "raw"))
-    assert rc == 0 and "calibrated" not in err
-    raw = torch.from_numpy(np.abs(read_cfl(tmp_path / "raw")).T.copy())[None]  # (1, y, x)
-    want = calibrated_std(raw, cal)[0].numpy().T
-    got = np.abs(read_cfl(tmp_path / "cal"))
-    assert np.allclose(got, want, rtol=1e-4, atol=1e-7 * want.max())
-    assert np.allclose(read_cfl(tmp_path / "calvar").real, got ** 2, rtol=1e-4,
-                       atol=1e-10 * want.max() ** 2)
-    rc, err = run("--nfe", "2", "--std", str(tmp_path / "other"))  # other settings: raw, said
-    assert rc == 0 and "measured with other sampler settings" in err

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mriprior.cli.main import main
+from mriprior.errors import InputError
 from mriprior.io.cfl import read_cfl, write_cfl
 from mriprior.physics.phantom import birdcage_maps, shepp_logan
 from mriprior.physics.sense import Sense
@@ -33,6 +34,15 @@ def case(tmp_path_factory):
     write_cfl(d / "ksp", ksp.transpose(2, 1, 0)[:, :, None, :])
     write_cfl(d / "sens", maps[0].numpy().transpose(2, 1, 0)[:, :, None, :, None])
     return d
+
+
+def _copy_prior(case, dst):
+    """A copy of the case's prior at ``dst`` (NAME), whose sidecar a test may rewrite."""
+    import shutil
+
+    for ext in (".safetensors", ".json"):
+        shutil.copy(case / f"prior{ext}", dst.with_name(dst.name + ext))
+    return dst
 
 
 def _run(case, *args):
@@ -96,13 +106,9 @@ def test_errors_are_one_line(case, capsys, tmp_path):
 def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsys):
     """Settings tuned for a prior (its sidecar's recon_defaults) fill in what the command line
     leaves out; given options win; the values used are printed."""
-    import shutil
-
-    from mriprior.errors import InputError
     from mriprior.priors.export import set_recon_defaults
 
-    for ext in (".safetensors", ".json"):
-        shutil.copy(case / f"prior{ext}", tmp_path / f"tuned{ext}")
+    _copy_prior(case, tmp_path / "tuned")
     set_recon_defaults(tmp_path / "tuned", {"fast": {"sigma_start": 0.3, "nfe": 3, "chains": 2},
                                             "pics": {"lam": 0.125, "iters": 4,
                                                      "wavelet": 0.002},
@@ -154,3 +160,60 @@ def test_noise_var_auto_is_in_the_data_units(case):
     a, a5, plain = (read_cfl(case / n) for n in ("na", "na5", "plain"))
     np.testing.assert_allclose(a5, 5 * a, rtol=1e-3, atol=1e-4 * np.abs(a5).max())
     assert np.abs(a - plain).max() > 1e-3 * np.abs(plain).max()
+
+
+# ============================================================
+# uncertainty calibration in the sidecar (mriprior.recon.calibration)
+
+def test_sidecar_checks_the_calibration(case, tmp_path):
+    from mriprior.priors.export import read_sidecar, set_recon_defaults
+    from mriprior.recon.priors import load_image_prior
+
+    tiny_prior = _copy_prior(case, tmp_path / "p")
+    good = {"scale": 1.4, "pool": 5, "level": 0.9, "settings": {"chains": 4},
+            "validation": {"scale_poisson": 1.3}, "measured_on": "test"}
+    set_recon_defaults(tiny_prior, {"fast": {"chains": 4, "calibration": good}})
+    assert read_sidecar(tiny_prior)["recon_defaults"]["fast"]["calibration"] == good
+    assert load_image_prior(tiny_prior).recon_defaults["fast"]["calibration"]["scale"] == 1.4
+    for bad, match in (({**good, "scale": 0}, "calibration.scale"),
+                       ({**good, "pool": 4}, "calibration.pool"),
+                       ({**good, "level": 1.0}, "calibration.level"),
+                       ({**good, "settings": [4]}, "calibration.settings"),
+                       ({**good, "other": 1}, "calibration.other"),
+                       ({"pool": 3}, "calibration.scale"),
+                       ("1.4", "calibration")):
+        with pytest.raises(InputError, match=match):
+            set_recon_defaults(tiny_prior, {"fast": {"calibration": bad}})
+    with pytest.raises(InputError, match="recon_defaults.pics.calibration"):
+        set_recon_defaults(tiny_prior, {"pics": {"calibration": good}})
+
+
+def test_recon_writes_the_calibrated_std_for_its_settings(case, tmp_path, capsys):
+    from mriprior.priors.export import set_recon_defaults
+    from mriprior.recon.calibration import calibrated_std
+
+    tiny_prior = _copy_prior(case, tmp_path / "p")
+    settings = {"chains": 2, "nfe": 3, "sigma_start": 0.3, "noise_var": "auto", "draws": False,
+                "eta": 0.85}
+    cal = {"scale": 2.0, "pool": 3, "settings": settings, "measured_on": "test"}
+    set_recon_defaults(tiny_prior, {"fast": {"chains": 2, "nfe": 3, "sigma_start": 0.3,
+                                             "calibration": cal}})
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main(["recon", "--prior", str(tiny_prior), "--quiet", *args, str(case / "ksp"),
+                   str(case / "sens"), str(tmp_path / "out")])
+        return rc, capsys.readouterr().err
+
+    rc, err = run("--std", str(tmp_path / "cal"), "--var", str(tmp_path / "calvar"))
+    assert rc == 0 and "calibrated (pool 3, scale 2" in err
+    rc, err = run("--raw-std", "--std", str(tmp_path / "raw"))
+    assert rc == 0 and "calibrated" not in err
+    raw = torch.from_numpy(np.abs(read_cfl(tmp_path / "raw")).T.copy())[None]  # (1, y, x)
+    want = calibrated_std(raw, cal)[0].numpy().T
+    got = np.abs(read_cfl(tmp_path / "cal"))
+    assert np.allclose(got, want, rtol=1e-4, atol=1e-7 * want.max())
+    assert np.allclose(read_cfl(tmp_path / "calvar").real, got ** 2, rtol=1e-4,
+                       atol=1e-10 * want.max() ** 2)
+    rc, err = run("--nfe", "2", "--std", str(tmp_path / "other"))  # other settings: raw, said
+    assert rc == 0 and "measured with other sampler settings" in err
