@@ -111,10 +111,12 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
     _copy_prior(case, tmp_path / "tuned")
     set_recon_defaults(tmp_path / "tuned", {"fast": {"sigma_start": 0.3, "nfe": 3, "chains": 2},
                                             "pics": {"lam": 0.125, "iters": 4,
-                                                     "wavelet": 0.002},
+                                                     "wavelet": 0.002, "flips": True},
                                             "tuned_on": "test"})
     with pytest.raises(InputError, match="recon_defaults.fast.nfe"):
         set_recon_defaults(tmp_path / "tuned", {"fast": {"nfe": 0}})
+    with pytest.raises(InputError, match="recon_defaults.pics.flips"):
+        set_recon_defaults(tmp_path / "tuned", {"pics": {"flips": "yes"}})
 
     def run(*args):
         capsys.readouterr()
@@ -124,14 +126,18 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
 
     rc, err = run()
     assert rc == 0 and ("fast (chains 2, nfe 3, sigma_start 0.3, eta 0.85, cg_iters 5, "
-                        "noise_var auto, draws False)") in err
+                        "noise_var auto, draws False, flips False)") in err
     assert "3 network evaluations" in err
+    rc, err = run("--flips")  # four evaluations per step
+    assert rc == 0 and "flips True" in err and "12 network evaluations" in err
     rc, err = run("--nfe", "2")
     assert rc == 0 and "nfe 2" in err and "sigma_start 0.3" in err
     rc, err = run("--method", "pics")
-    assert rc == 0 and "pics (lam 0.125, max_iter 4, wavelet 0.002)" in err
-    rc, err = run("--method", "pics", "--wavelet", "0")
-    assert rc == 0 and "pics (lam 0.125, max_iter 4, wavelet 0)" in err
+    assert rc == 0 and "pics (lam 0.125, max_iter 4, wavelet 0.002, flips True)" in err
+    assert "16 network evaluations" in err
+    rc, err = run("--method", "pics", "--wavelet", "0", "--no-flips")
+    assert rc == 0 and "pics (lam 0.125, max_iter 4, wavelet 0, flips False)" in err
+    assert "4 network evaluations" in err
     rc, err = run("--method", "pics", "--wavelet", "-1")
     assert rc == 2 and "--wavelet must be >= 0" in err
     rc, err = run("--method", "langevin", "--levels", "4", "--skip", "0", "--steps", "1")

@@ -17,7 +17,7 @@ from mriprior.priors.export import load_prior
 from mriprior.priors.patches import (PatchTiler, extract_patches, position_channels,
                                      tile_starts)
 from mriprior.priors.train import train
-from mriprior.recon.priors import load_image_prior
+from mriprior.recon.priors import FlipAveraged, flip_ensemble, load_image_prior
 
 from tiny_data import prior_config as _raw
 
@@ -188,3 +188,56 @@ def test_patch_prior_exports_to_torchscript_for_any_size(tmp_path, dataset):  # 
     (tmp_path / "q.json").write_text(json_.dumps(meta))
     with pytest.raises(InputError, match="a patch prior applied in tiles"):
         export_torchscript(tmp_path / "q", tmp_path / "r.pt")
+
+
+def test_flip_ensemble_is_the_average_over_the_four_flips_and_flip_equivariant():
+    def fn(x, sigma, cond):  # neither flip-equivariant nor linear
+        return torch.tanh(x.cumsum(-1) * sigma) + cond.cumsum(-2) ** 2
+
+    ens = flip_ensemble(fn)
+    x, c = torch.randn(2, 1, 6, 7), torch.randn(2, 1, 6, 7)
+    by_hand = sum(fn(x.flip(d), 0.5, c.flip(d)).flip(d) if d else fn(x, 0.5, c)
+                  for d in [(), (-2,), (-1,), (-2, -1)]) / 4
+    assert torch.allclose(ens(x, 0.5, c), by_hand, atol=1e-6)
+    for d in [(-2,), (-1,), (-2, -1)]:
+        assert torch.allclose(ens(x.flip(d), 0.5, c.flip(d)), ens(x, 0.5, c).flip(d), atol=1e-6)
+    assert torch.allclose(flip_ensemble(lambda v, s: v * s)(x, 2.0), 2 * x)  # no extra images
+
+
+def test_flip_averaged_prior_scores_the_flip_averaged_network():
+    plain = load_image_prior("bundled")
+    flipped = FlipAveraged(plain)
+    assert flipped.sigma_min == plain.sigma_min and flipped.model is plain.model
+    x = torch.randn(2, 24, 20, dtype=torch.complex64) * 0.3  # not the network's multiple
+    s = flipped.score(x, 0.05)
+    assert plain.nfe == 4 and flipped.nfe == 4  # four network evaluations, counted
+    by_hand = sum(plain.score(x.flip(d), 0.05).flip(d) if d else plain.score(x, 0.05)
+                  for d in [(), (-2,), (-1,), (-2, -1)]) / 4
+    tol = 1e-5 * float(s.abs().max())
+    assert torch.allclose(s, by_hand, atol=tol)
+    assert torch.allclose(flipped.score(x.flip(-1), 0.05), s.flip(-1), atol=tol)
+    assert not torch.allclose(plain.score(x.flip(-1), 0.05), plain.score(x, 0.05).flip(-1),
+                              atol=100 * tol)  # the network alone is not flip-equivariant
+    with pytest.raises(InputError, match="flip-averaged already"):
+        FlipAveraged(flipped)
+
+
+def test_recon_with_flips_is_unchanged_for_a_flip_invariant_prior():
+    """A Gaussian prior's score is flip-equivariant: averaging changes nothing but the count."""
+    from mriprior.physics.phantom import birdcage_maps, shepp_logan
+    from mriprior.physics.sense import Sense
+    from mriprior.recon.posterior import fast_posterior, prior_pics
+    from mriprior.recon.priors import GaussianPrior
+
+    n = 16
+    maps = birdcage_maps(4, (n, n), normalize="rss")[None]
+    mask = (torch.rand(n, n, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    ksp = Sense(maps, mask).forward(shepp_logan(n).to(torch.complex64)[None])
+    prior = GaussianPrior(var=0.1)
+    a, _ = prior_pics(ksp, maps, prior, lam=0.5, max_iter=5)
+    b, _ = prior_pics(ksp, maps, prior, lam=0.5, max_iter=5, flips=True)
+    assert torch.allclose(a, b, atol=1e-5 * float(a.abs().max()))
+    r0 = fast_posterior(ksp, maps, prior, chains=2, nfe=3)
+    r1 = fast_posterior(ksp, maps, prior, chains=2, nfe=3, flips=True)
+    assert torch.allclose(r0.mmse, r1.mmse, atol=1e-4 * float(r0.mmse.abs().max()))
+    assert (r0.nfe, r1.nfe) == (3, 12)

@@ -66,7 +66,7 @@ from mriprior.priors.export import save_prior, set_recon_defaults
 from mriprior.priors.networks import count_parameters, network_from_config, network_from_preset
 from mriprior.recon.classical import pics, sense_combine
 from mriprior.recon.posterior import fast_posterior, prior_pics
-from mriprior.recon.priors import load_image_prior
+from mriprior.recon.priors import flip_ensemble, load_image_prior
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "src" / "mriprior" / "assets" / "prior-edm-cpu"
@@ -401,7 +401,8 @@ def tune(vals, priors, cfg, run: Run) -> dict:
             for w in cfg.wavelet_grid:
                 key = lam if cfg.wavelet_grid == [0.0] else f"{lam:g},{w:g}"
                 res[key] = _mean([score(v, prior_pics(v["ksp"], v["maps"], prior, lam=lam,
-                                                      max_iter=cfg.pics_iters, wavelet=w)[0])
+                                                      max_iter=cfg.pics_iters, wavelet=w,
+                                                      flips=cfg.flips != "off")[0])
                                   for v in vals], "psnr")
         best = max(res, key=res.get)
         best_pics, best_w = ((best, 0.0) if cfg.wavelet_grid == [0.0] else
@@ -409,8 +410,9 @@ def tune(vals, priors, cfg, run: Run) -> dict:
         res_f = {}
         for s0 in cfg.start_grid:
             res_f[s0] = _mean([score(v, fast_posterior(v["ksp"], v["maps"], prior, chains=2,
-                                                       nfe=cfg.nfe, sigma_start=s0,
-                                                       seed=0).mmse) for v in vals], "psnr")
+                                                       nfe=cfg.nfe, sigma_start=s0, seed=0,
+                                                       flips=cfg.flips == "all").mmse)
+                                 for v in vals], "psnr")
         best_start = max(res_f, key=res_f.get)
         out[name] = {"pics_lambda": best_pics, "pics_wavelet": best_w, "pics_val_psnr": res,
                      "sigma_start": best_start, "fast_val_psnr": res_f}
@@ -432,17 +434,19 @@ def run_case(name, case, priors, tuning, cfg, run: Run) -> dict:
         t = tuning[pname]
         w = t.get("pics_wavelet", 0.0)
         m[f"{pname} PICS"] = {**score(case, prior_pics(ksp, maps, prior, lam=t["pics_lambda"],
-                                                       max_iter=cfg.pics_iters, wavelet=w)[0]),
+                                                       max_iter=cfg.pics_iters, wavelet=w,
+                                                       flips=cfg.flips != "off")[0]),
                               "lambda": t["pics_lambda"], **({"wavelet": w} if w else {})}
         r = fast_posterior(ksp, maps, prior, chains=cfg.chains, nfe=cfg.nfe,
-                           sigma_start=t["sigma_start"], seed=0, keep_samples=True)
+                           sigma_start=t["sigma_start"], seed=0, keep_samples=True,
+                           flips=cfg.flips == "all")
         m[f"{pname} fast MMSE"] = {**score(case, r.mmse), "nfe": r.nfe,
                                    "sigma_start": t["sigma_start"], **uncertainty(case, r)}
         # the same sampler with the noise-model data step (`mriprior recon`'s default since
         # bench/noise_dc.py); same start level, nothing else tuned
         r = fast_posterior(ksp, maps, prior, chains=cfg.chains, nfe=cfg.nfe,
                            sigma_start=t["sigma_start"], seed=0, keep_samples=True,
-                           noise_var="auto")
+                           noise_var="auto", flips=cfg.flips == "all")
         m[f"{pname} fast MMSE, noise model"] = {**score(case, r.mmse), "nfe": r.nfe,
                                                 "sigma_start": t["sigma_start"],
                                                 **uncertainty(case, r)}
@@ -525,7 +529,9 @@ def evaluate_priors(data, trained, cfg, device, run: Run) -> None:
     val_x = torch.stack([data["val"].real, data["val"].imag], 1).to(device)
     held = {}
     for name, prior in priors.items():
-        losses = heldout_dsm_loss(prior.model.scaled_score, val_x, HELDOUT_SIGMAS, seed=0)
+        fn = (prior.model.scaled_score if cfg.flips == "off" else
+              flip_ensemble(prior.model.scaled_score))
+        losses = heldout_dsm_loss(fn, val_x, HELDOUT_SIGMAS, seed=0)
         held[name] = {f"{s:g}": float(v) for s, v in zip(HELDOUT_SIGMAS, losses)}
     res["heldout_dsm"] = held
     run.log("held-out DSM loss per sigma: " + "; ".join(
@@ -657,6 +663,10 @@ def parse(argv=None):
     p.add_argument("--defaults-from", metavar="RESULTS", default=None,
                    help="with --prior and --name: only write the settings that the run which "
                         "wrote RESULTS (its results.json) tuned for --name into --prior's sidecar")
+    p.add_argument("--flips", choices=["off", "pics", "all"], default="off",
+                   help="prior PICS (pics) or every prior method (all) averages the score over "
+                        "the four image-axis flips (mriprior.recon.priors.FlipAveraged; 4 x the "
+                        "network compute)")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU, tiny network, 3 steps, small grids: the same code path")
     cfg = p.parse_args(argv)

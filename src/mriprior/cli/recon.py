@@ -28,6 +28,7 @@ default shown in ``--help``; the values used are printed.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -54,6 +55,10 @@ def add_arguments(p):
     p.add_argument("--draws", action="store_true", default=None,
                    help="fast: every step draws from its data step's posterior (calibrated "
                         "--std / --flag; the MMSE of few chains is a little noisier)")
+    p.add_argument("--flips", action=argparse.BooleanOptionalAction, default=None,
+                   help="fast, pics: average the prior's score over the four image-axis flips "
+                        "(4 x the network evaluations; the prior's recon_defaults say whether "
+                        "it paid off on validation)")
     p.add_argument("--levels", type=int, help="langevin: noise levels N")
     p.add_argument("--skip", type=int, help="langevin: first levels skipped")
     p.add_argument("--steps", type=int, help="langevin: steps per level")

@@ -74,15 +74,18 @@ _LIKELIHOODS = ("discretized_logistic_mixture",)
 
 
 # recon_defaults: method -> key -> (kind, minimum)
-RECON_DEFAULT_KEYS = {"fast": {"sigma_start": (float, 0.0), "nfe": (int, 1), "chains": (int, 1)},
-                      "pics": {"lam": (float, 0.0), "iters": (int, 1), "wavelet": (float, 0.0)},
+RECON_DEFAULT_KEYS = {"fast": {"sigma_start": (float, 0.0), "nfe": (int, 1), "chains": (int, 1),
+                               "flips": (bool, None)},
+                      "pics": {"lam": (float, 0.0), "iters": (int, 1), "wavelet": (float, 0.0),
+                               "flips": (bool, None)},
                       "l1": {"lam": (float, 0.0), "iters": (int, 1)},
                       "langevin": {"lam": (float, 0.0), "chains": (int, 1)}}
 
 
 def _check_recon_defaults(rd, where: str) -> None:
     """InputError naming the key unless ``rd`` maps methods of :data:`RECON_DEFAULT_KEYS` to
-    valid values (an int ``>=`` its minimum, a finite number ``>`` it); ``tuned_on`` is free."""
+    valid values (an int ``>=`` its minimum, a finite number ``>`` it, a bool); ``tuned_on`` is
+    free."""
     if not isinstance(rd, dict):
         raise InputError(f"{where}: recon_defaults must be a mapping")
     for method, values in rd.items():
@@ -96,7 +99,7 @@ def _check_recon_defaults(rd, where: str) -> None:
             _check_calibration(values.pop("calibration"),
                                f"{where}: recon_defaults.{method}.calibration")
         check_section(f"{where}: recon_defaults.{method}", values, {
-            k: Field(kind, None, check=at_least(lo) if kind is int else
+            k: Field(kind, None, check=None if kind is bool else at_least(lo) if kind is int else
                      (lambda v, lo=lo: None if v > lo else f"must be > {lo}, got {v}"))
             for k, (kind, lo) in RECON_DEFAULT_KEYS[method].items()})
 

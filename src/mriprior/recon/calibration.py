@@ -38,7 +38,7 @@ from mriprior.errors import InputError
 __all__ = ["SETTINGS", "pool_variance", "fit_scale", "calibrated_std", "calibration_for"]
 
 # the settings of a method a calibration depends on (its function's keywords)
-SETTINGS = {"fast": ("chains", "nfe", "sigma_start", "noise_var", "draws", "eta"),
+SETTINGS = {"fast": ("chains", "nfe", "sigma_start", "noise_var", "draws", "eta", "flips"),
             "langevin": ("chains", "n_levels", "skip", "steps", "lam", "noise_var")}
 
 

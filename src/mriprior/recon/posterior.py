@@ -70,7 +70,7 @@ from mriprior.errors import InputError
 from mriprior.physics.linop import broadcast_shape
 from mriprior.physics.sense import Sense
 from mriprior.recon.classical import estimate_pattern
-from mriprior.recon.priors import ImagePrior
+from mriprior.recon.priors import FlipAveraged, ImagePrior
 from mriprior.recon.solvers import conjugate_gradient, fista
 
 __all__ = ["PosteriorResult", "langevin_posterior", "fast_posterior", "prior_pics",
@@ -347,8 +347,9 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
                    sigma_end: float | None = None, eta: float = 0.85, cg_iters: int = 5,
                    scaling="cg", seed: int = 0, keep_samples: bool = False,
                    callback=None, support: bool = True,
-                   noise_var: float | str | None = None, draws: bool = False) -> PosteriorResult:
-    """DDS-style posterior sampler with ``nfe`` network evaluations per chain (module docstring).
+                   noise_var: float | str | None = None, draws: bool = False,
+                   flips: bool = False) -> PosteriorResult:
+    """DDS-style posterior sampler with ``nfe`` steps per chain (module docstring).
 
     ``noise_var`` (per-component k-space noise variance in the data's units, or ``"auto"``:
     :func:`estimate_noise_var`): the data-consistency step then solves for the most probable
@@ -373,6 +374,9 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
     Gaussian prior this samples the posterior (tested: variance within a few % of it, where the
     means-only chains reach 0.4-0.7 of it), so its spread is the uncertainty; the mean of a few
     draws is noisier than that of the means-only chains (4 chains: + posterior variance / 4).
+
+    ``flips``: the prior's score averaged over the four image-axis flips at every step
+    (:class:`~mriprior.recon.priors.FlipAveraged`; 4 network evaluations per step).
     """
     if nfe < 1 or cg_iters < 0 or not 0 <= eta <= 1:
         raise InputError(f"need nfe >= 1, cg_iters >= 0, 0 <= eta <= 1 (got {nfe}, {cg_iters}, "
@@ -380,6 +384,7 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
     if draws and (noise_var is None or not cg_iters):
         raise InputError("draws needs noise_var (a number or 'auto') and cg_iters >= 1: the "
                          "draw is from the data step's Gaussian posterior")
+    prior = FlipAveraged(prior) if flips else prior
     prob = _Problem(ksp, maps, mask, chains, scaling, support)
     sig = prior.levels(nfe, sigma_start, sigma_end).tolist()
     g = ItemNoise.for_chains(seed, prob.b, prob.k, ksp.device)  # one stream per chain
@@ -421,7 +426,7 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
 def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam: float = 0.5,
                max_iter: int = 50, step: float | None = None, mask=None, scaling="cg",
                x0: torch.Tensor | None = None, callback=None, support: bool = True,
-               wavelet: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               wavelet: float = 0.0, flips: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """PICS with the prior as regulariser (module docstring). Returns ``(image, scale)`` with the
     image in the data's units.
 
@@ -435,10 +440,13 @@ def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam:
     regulariser ``wavelet ||W x||_1`` (BART's ``-R W:7:0:wavelet`` beside the prior's term; in
     this function's data scaling), whose proximal step (the l1-wavelet threshold with BART's
     cycle spinning, :class:`~mriprior.recon.wavelet.WaveletThreshold`) precedes the projection.
+    ``flips``: the regulariser's denoiser averaged over the four image-axis flips
+    (:class:`~mriprior.recon.priors.FlipAveraged`; 4 network evaluations per iteration).
     """
     if lam < 0 or wavelet < 0 or max_iter < 1 or (step is not None and not step > 0):
         raise InputError(f"need lam >= 0, wavelet >= 0, max_iter >= 1, step > 0 (got {lam}, "
                          f"{wavelet}, {max_iter}, {step})")
+    prior = FlipAveraged(prior) if flips else prior
     if step is None:
         step = 0.95 / (1.0 + lam * prior.reg_lipschitz)
     prob = _Problem(ksp, maps, mask, 1, scaling, support)
@@ -483,10 +491,11 @@ def method_defaults(method: str) -> dict:
 # The settings of each method a user chooses and a prior's sidecar may tune (``recon_defaults``
 # names them as ``mriprior recon``'s options do): option name -> the function's keyword.
 OPTIONS = {"fast": {"chains": "chains", "nfe": "nfe", "sigma_start": "sigma_start", "eta": "eta",
-                    "cg": "cg_iters", "noise_var": "noise_var", "draws": "draws"},
+                    "cg": "cg_iters", "noise_var": "noise_var", "draws": "draws",
+                    "flips": "flips"},
            "langevin": {"chains": "chains", "levels": "n_levels", "skip": "skip",
                         "steps": "steps", "lam": "lam", "noise_var": "noise_var"},
-           "pics": {"lam": "lam", "iters": "max_iter", "wavelet": "wavelet"}}
+           "pics": {"lam": "lam", "iters": "max_iter", "wavelet": "wavelet", "flips": "flips"}}
 
 
 def tuned_options(method: str, prior) -> dict:
