@@ -19,8 +19,9 @@ loss at 12 levels on the pack's validation slices and writes it into the prior's
 (``denoising_error``, :func:`mriprior.priors.export.set_denoising_error`). ``--calibrate``
 runs the default chains (the means variant) on the validation slices of both patterns and
 writes the uncertainty calibration they give (:mod:`mriprior.recon.calibration`: std pooled
-over ``--pool`` pixels, scaled to cover 90 % there) with its settings into the prior's sidecar
-(``recon_defaults.fast.calibration``; ``recon_defaults.fast.chains`` becomes ``--chains``, so
+over ``--pool`` pixels, scaled to cover 90 % there), one per pattern with that pattern's tuned
+settings, into the prior's sidecar (``recon_defaults.fast.calibration`` and
+``recon_defaults.fast["1d"].calibration``; ``recon_defaults.fast.chains`` becomes ``--chains``, so
 that `mriprior recon --prior P --std` runs the calibrated settings by default); the test rows
 then also report the calibrated map's Spearman and coverage. Writes
 bench/results/uncertainty.json (per case, resumable) and the section of docs/benchmarks.md.
@@ -52,6 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results", "uncertainty.json")
 TITLE = "## Calibrated uncertainty: posterior draws in the fast sampler (`bench/uncertainty.py`)"
 VARIANTS = {"means": {}, "draws": {"draws": True}}
+PATTERN_NAMES = {"poisson": "Poisson-disc R 8", "1d": "1D R 5"}
 
 
 def measure(a) -> None:
@@ -73,13 +75,15 @@ def measure(a) -> None:
 
 
 def calibrate(a) -> None:
-    """Fit the means chains' uncertainty calibration on the validation slices; into the
-    sidecar."""
+    """Fit the means chains' uncertainty calibration on the validation slices, per pattern with
+    that pattern's tuned settings (Poisson-disc: ``recon_defaults.fast``; 1D:
+    ``recon_defaults.fast["1d"]``); into the sidecar."""
     z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
     prior = load_image_prior(a.prior)
-    opts = {**tuned_options("fast", prior), "chains": a.chains, "noise_var": "auto"}
-    fits, per = ([], [], []), {}
-    for kind in ("poisson", "1d"):
+    rd = dict(read_sidecar(a.prior).get("recon_defaults") or {})
+    fast = {**rd.get("fast", {}), "chains": a.chains}
+    for kind, pattern in (("poisson", "2d"), ("1d", "1d")):
+        opts = {**tuned_options("fast", prior, pattern), "chains": a.chains, "noise_var": "auto"}
         one = ([], [], [])
         for j in range(len(z["val"])):
             case = simulated_case(torch.from_numpy(z["val"][j]), kind, seed=100 + j)
@@ -89,40 +93,39 @@ def calibrate(a) -> None:
             err, inside = complex_error(case, r)
             for lst, v in zip(one, (err, r.std, inside)):
                 lst.append(v)
-        per[kind] = fit_scale(*one, pool=a.pool)
-        for lst, v in zip(fits, one):
-            lst.extend(v)
-    cal = {"scale": fit_scale(*fits, pool=a.pool), "pool": a.pool, "level": 0.9,
-           "settings": {k: opts[k] for k in SETTINGS["fast"]},
-           "validation": {"scale_" + k: v for k, v in per.items()},
-           "measured_on": f"{len(z['val'])} validation slices of {os.path.basename(a.pack)} "
-                          f"x Poisson-disc R 8 and 1D R 5 (bench/uncertainty.py --calibrate)"}
-    rd = dict(read_sidecar(a.prior).get("recon_defaults") or {})
-    rd["fast"] = {**rd.get("fast", {}), "chains": a.chains, "calibration": cal}
-    path = set_recon_defaults(a.prior, rd)
-    print(f"wrote the calibration to {path}: scale {cal['scale']:.3f} (Poisson-disc "
-          f"{per['poisson']:.3f}, 1D {per['1d']:.3f}), pool {a.pool}")
+        cal = {"scale": fit_scale(*one, pool=a.pool), "pool": a.pool, "level": 0.9,
+               "settings": {k: opts[k] for k in SETTINGS["fast"]},
+               "measured_on": f"{len(z['val'])} validation slices of "
+                              f"{os.path.basename(a.pack)} x {PATTERN_NAMES[kind]} "
+                              f"(bench/uncertainty.py --calibrate)"}
+        if pattern == "1d":
+            fast["1d"] = {**fast.get("1d", {}), "calibration": cal}
+        else:
+            fast["calibration"] = cal
+        print(f"{kind}: scale {cal['scale']:.3f}, pool {a.pool}, settings {cal['settings']}")
+    rd["fast"] = fast
+    print(f"wrote the calibrations to {set_recon_defaults(a.prior, rd)}")
 
 
 def run(a) -> dict:
     z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
     prior = load_image_prior(a.prior)
-    tuned = prior.recon_defaults.get("fast", {})
-    settings = {"chains": a.chains, "nfe": tuned.get("nfe", 20),
-                "sigma_start": tuned.get("sigma_start"), "noise_var": "auto"}
     res = json.load(open(OUT)) if os.path.exists(OUT) else {}
-    res["settings"] = {**settings, "prior": a.prior}
+    res["settings"] = {"chains": a.chains, "prior": a.prior, **{
+        f"sigma_start_{p}": tuned_options("fast", prior, p)["sigma_start"] for p in ("2d", "1d")},
+        "nfe": tuned_options("fast", prior)["nfe"]}
 
-    def one(key, case):
+    def one(key, case, pattern="2d"):
+        # the pattern's tuned settings (recon_defaults.fast, or its "1d"), as `mriprior recon`
+        opts = {**tuned_options("fast", prior, pattern), "chains": a.chains, "noise_var": "auto"}
         for variant, extra in VARIANTS.items():
             if f"{key}/{variant}" in res or variant not in a.variants:
                 continue
             t = time.perf_counter()
             with torch.no_grad():
                 r = fast_posterior(case["ksp"], case["maps"], prior, mask=case["mask"], seed=0,
-                                   keep_samples=True, **settings, **extra)
-            cal = calibration_for(prior, "fast", {**tuned_options("fast", prior), **settings,
-                                                  **extra})
+                                   keep_samples=True, **{**opts, **extra})
+            cal = calibration_for(prior, "fast", {**opts, **extra}, pattern)
             res[f"{key}/{variant}"] = {**score(case, r.mmse), **uncertainty(case, r, cal),
                                        "s": time.perf_counter() - t}
             print(key, variant, {k: round(v, 3) if isinstance(v, float) else v
@@ -133,7 +136,8 @@ def run(a) -> dict:
         for split, seed0 in (("val", 100), ("test", 0)):
             for j in range(len(z[split])):
                 one(f"{kind}/{split}/{j}",
-                    simulated_case(torch.from_numpy(z[split][j]), kind, seed=seed0 + j))
+                    simulated_case(torch.from_numpy(z[split][j]), kind, seed=seed0 + j),
+                    "1d" if kind == "1d" else "2d")
     if a.real:
         one("real/test/0", real_case(a.real))
     return res
@@ -150,7 +154,9 @@ def report(res: dict, cmd: str) -> str:
     s = res["settings"]
     lines = [TITLE, "",
              f"Prior `{os.path.basename(s['prior'])}`, {s['chains']} chains x {s['nfe']} NFE, "
-             f"sigma_start {s['sigma_start']}, noise-model data step, seed 0. *means*: the "
+             + (f"sigma_start {s['sigma_start']}" if "sigma_start" in s else
+                f"sigma_start {s['sigma_start_2d']} (Poisson-disc) / {s['sigma_start_1d']} (1D)")
+             + ", noise-model data step, seed 0. *means*: the "
              "default chains (each step keeps its data step's mean, eta 0.85); *draws*: every "
              "step draws from its data step's Gaussian posterior and renoises with fresh noise "
              "(`fast_posterior(draws=True)`). Mean +- std over slices of PSNR dB, mean SSIM, "

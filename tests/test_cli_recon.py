@@ -148,6 +148,29 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
     assert rc == 2 and "--batch must be >= 1" in err
 
 
+def test_line_sampling_takes_the_settings_tuned_on_1d(case, tmp_path, capsys):
+    """A 1D (line) pattern takes the sidecar's "1d" settings; a 2D one the others."""
+    from mriprior.priors.export import set_recon_defaults
+
+    _copy_prior(case, tmp_path / "tuned")
+    set_recon_defaults(tmp_path / "tuned", {"pics": {"lam": 0.125, "iters": 3,
+                                                     "1d": {"lam": 0.5, "iters": 2}}})
+    with pytest.raises(InputError, match=r"recon_defaults.pics.1d.iters"):
+        set_recon_defaults(tmp_path / "tuned", {"pics": {"1d": {"iters": 0}}})
+    lines = np.zeros((24, 24), np.complex64)
+    lines[::2] = 1  # every other phase-encode line (y), readout x full
+    write_cfl(tmp_path / "pat1d", lines.T[:, :, None])  # BART x y z
+    for pattern, expected in ((None, "pics (lam 0.125, max_iter 3, wavelet 0, flips False), "
+                                     "2D pattern"),
+                              ("pat1d", "pics (lam 0.5, max_iter 2, wavelet 0, flips False), "
+                                        "1D pattern")):
+        capsys.readouterr()
+        extra = ["-p", str(tmp_path / pattern)] if pattern else []
+        assert main(["recon", "--prior", str(tmp_path / "tuned"), "--quiet", "--method", "pics",
+                     *extra, str(case / "ksp"), str(case / "sens"), str(tmp_path / "out")]) == 0
+        assert expected in capsys.readouterr().err
+
+
 def test_noise_var_auto_is_in_the_data_units(case):
     """--noise-var auto estimates the noise from KSP itself: scaling KSP by 5 scales the
     estimate by 25 and the result by 5; a given variance changes the result."""

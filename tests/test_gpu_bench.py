@@ -215,3 +215,30 @@ def test_augment_is_a_dihedral_map_with_a_global_phase():
         cands = [mag_x[i], mag_x[i].flip(-1), mag_x[i].flip(-2), mag_x[i].flip(-1).flip(-2)]
         cands += [c.transpose(-1, -2) for c in cands]
         assert any(torch.allclose(mag_y[i], c, atol=1e-5) for c in cands)
+
+
+def test_write_defaults_stores_the_1d_settings_and_flips(tmp_path):
+    """The settings tuned on the 1D validation slices go under each method's "1d"; a run that
+    flip-averaged prior PICS records it; `mriprior recon` then picks them by the pattern."""
+    import shutil
+
+    from mriprior.recon.calibration import calibration_for
+    from mriprior.recon.posterior import tuned_options
+
+    run = _load("run")
+    for ext in (".safetensors", ".json"):
+        shutil.copy(run.BUNDLED.with_suffix(ext), tmp_path / f"p{ext}")
+    one = {"sigma_start": 0.03, "pics_lambda": 0.03, "pics_wavelet": 0.0003}
+    tuning = {"poisson": {"l1": 0.001, "me": one},
+              "1d": {"l1": 0.002, "me": {**one, "sigma_start": 0.1, "pics_lambda": 0.1}}}
+    cfg = {"nfe": 20, "pics_iters": 50, "pack": "/x/pack", "flips": "pics"}
+    run.write_defaults(tmp_path / "p", tuning, "me", 2, cfg)
+    prior = load_image_prior(tmp_path / "p")
+    rd = prior.recon_defaults
+    assert rd["pics"] == {"lam": 0.03, "iters": 50, "wavelet": 0.0003, "flips": True,
+                          "1d": {"lam": 0.1, "iters": 50, "wavelet": 0.0003, "flips": True}}
+    assert rd["l1"]["1d"]["lam"] == 0.002 and "flips" not in rd["fast"]
+    assert tuned_options("fast", prior)["sigma_start"] == 0.03
+    assert tuned_options("fast", prior, "1d")["sigma_start"] == 0.1
+    assert tuned_options("pics", prior, "1d")["lam"] == 0.1
+    assert calibration_for(prior, "fast", tuned_options("fast", prior)) is None  # none written

@@ -212,3 +212,16 @@ def test_cli_accel_target_and_line_mask(tmp_path, capsys):
     assert main(["mask", "--type", "vd1d", "-Y", "32", "-Z", "8", "--accel", "2", "--acs", "40",
                  str(tmp_path / "bad")]) == 2
     assert "--acs 40" in capsys.readouterr().err
+
+
+def test_pattern_kind_tells_line_sampling_from_2d_sampling():
+    from mriprior.physics.masks import pattern_kind
+
+    vd = variable_density_1d((32, 24), 4, acs_lines=6, seed=0).array
+    assert pattern_kind(vd) == "1d" and pattern_kind(vd.T) == "1d"  # lines along x or y
+    assert pattern_kind(torch.from_numpy(vd).float()[None, None]) == "1d"
+    assert pattern_kind(poisson_disc((32, 24), 4, calib=(6, 6), seed=0).array) == "2d"
+    assert pattern_kind(np.ones((8, 8))) == "2d" and pattern_kind(np.zeros((8, 8))) == "2d"
+    assert pattern_kind(np.array([1, 0, 1, 1])) == "1d"  # a fastMRI line mask
+    with pytest.raises(InputError, match="one mask at a time"):
+        pattern_kind(np.ones((2, 8, 8)))

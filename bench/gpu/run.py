@@ -484,25 +484,37 @@ def summarise(cases: list[dict]) -> dict:
 
 def write_defaults(path, tuning: dict, name: str, n_val: int, cfg: dict) -> None:
     """Write the settings tuned for prior ``name`` on the Poisson-disc validation slices
-    (``tuning``: ``results["tuning"]["poisson"]``), and L1-wavelet's lambda tuned on the same
-    slices (the baseline to compare with), into the sidecar of ``path`` (recon_defaults)."""
-    tuned = tuning[name]
-    set_recon_defaults(path, {
-        "fast": {"sigma_start": tuned["sigma_start"], "nfe": cfg["nfe"]},
-        "pics": {"lam": tuned["pics_lambda"], "iters": cfg["pics_iters"],
-                 **({"wavelet": tuned["pics_wavelet"]} if tuned.get("pics_wavelet") else {})},
-        "l1": {"lam": tuning["l1"], "iters": 100},
-        "tuned_on": f"{n_val} validation slice(s) of {Path(cfg['pack']).name}, "
-                    f"{PATTERNS['poisson']}, 8 coils (bench/gpu/run.py)"})
+    (``tuning``: ``results["tuning"]``), and L1-wavelet's lambda tuned on the same slices (the
+    baseline to compare with), into the sidecar of ``path`` (recon_defaults); those tuned on the
+    1D validation slices, where tuned, under each method's ``"1d"``."""
+    flips = cfg.get("flips", "off")
+
+    def methods(kind):
+        t = tuning[kind][name]
+        return {"fast": {"sigma_start": t["sigma_start"], "nfe": cfg["nfe"],
+                         **({"flips": True} if flips == "all" else {})},
+                "pics": {"lam": t["pics_lambda"], "iters": cfg["pics_iters"],
+                         "wavelet": t.get("pics_wavelet") or 0.0,
+                         **({"flips": True} if flips != "off" else {})},
+                "l1": {"lam": tuning[kind]["l1"], "iters": 100}}
+
+    rd = methods("poisson")
+    if name in tuning.get("1d", {}):
+        rd = {m: {**v, "1d": methods("1d")[m]} for m, v in rd.items()}
+    set_recon_defaults(path, {**rd, "tuned_on": (
+        f"{n_val} validation slice(s) of {Path(cfg['pack']).name}, {PATTERNS['poisson']}"
+        + (f"; 1D: {PATTERNS['1d']}" if "1d" in rd["fast"] else "")
+        + ", 8 coils (bench/gpu/run.py)")})
 
 
 def defaults_from(results: str, name: str, prior: str) -> None:
     """``--defaults-from``: what an earlier run tuned for ``name`` into ``prior``'s sidecar."""
     res = json.loads(Path(results).read_text())
-    tuning = res.get("tuning", {}).get("poisson", {})
-    if name not in tuning:
+    tuning = res.get("tuning", {})
+    poisson = tuning.get("poisson", {})
+    if name not in poisson:
         raise SystemExit(f"{results}: no Poisson-disc tuning for {name!r} (tuned: "
-                         f"{', '.join(k for k, v in tuning.items() if isinstance(v, dict))})")
+                         f"{', '.join(k for k, v in poisson.items() if isinstance(v, dict))})")
     cfg = res["env"]["config"]
     n_val = res["data"].get("val_slices")
     if n_val is None:  # results written before val_slices was recorded: count them in the pack
@@ -549,9 +561,9 @@ def evaluate_priors(data, trained, cfg, device, run: Run) -> None:
                 for j in range(len(data["val"]))]
         res["tuning"][kind] = tune(vals, priors, cfg, run)
         run.save()
-        if kind == "poisson" and (cfg.write_defaults or not cfg.prior):
+        if "poisson" in res["tuning"] and (cfg.write_defaults or not cfg.prior):
             path = trained.get("path", run.out / PRIOR_NAME)
-            write_defaults(path, res["tuning"][kind], cfg.name, len(vals), vars(cfg))
+            write_defaults(path, res["tuning"], cfg.name, len(vals), vars(cfg))
             run.log(f"  tuned settings written to {Path(path).name}.json (recon_defaults)")
         if first is None:
             first = vals[0]

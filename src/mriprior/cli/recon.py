@@ -22,8 +22,9 @@ validation slices), --std / --var / --flag are the calibrated ones (the MMSE's e
 PRIOR is NAME.safetensors + NAME.json (``mriprior train``), given as either file or NAME.
 
 Defaults: an option not given takes the value the prior's sidecar records under
-``recon_defaults`` (tuned on validation slices, e.g. by ``bench/gpu/run.py``), else the built-in
-default shown in ``--help``; the values used are printed.
+``recon_defaults`` (tuned on validation slices, e.g. by ``bench/gpu/run.py``; for line (1D)
+sampling patterns those tuned on 1D sampling where the sidecar has them), else the built-in
+default shown in ``--help``; the values used and the pattern kind are printed.
 """
 
 from __future__ import annotations
@@ -101,11 +102,11 @@ def add_arguments(p):
 
 def resolve(args, prior) -> dict:
     """The settings of ``args.method`` as library keywords: command line, else the prior's
-    ``recon_defaults``, else the library's (:func:`mriprior.recon.posterior.method_defaults`);
-    every number checked."""
+    ``recon_defaults`` (those for ``args.pattern_kind``, "1d" or "2d"), else the library's
+    (:func:`mriprior.recon.posterior.method_defaults`); every number checked."""
     from mriprior.recon.posterior import OPTIONS, tuned_options
 
-    out = tuned_options(args.method, prior)
+    out = tuned_options(args.method, prior, getattr(args, "pattern_kind", "2d"))
     for option, key in OPTIONS[args.method].items():
         if getattr(args, option) is not None:
             out[key] = getattr(args, option)
@@ -162,7 +163,7 @@ def _calibrated(args, prior, opts, std, var):
     a known-variance interval) where the sidecar has a calibration for these settings."""
     from mriprior.recon.calibration import calibrated_std, calibration_for
 
-    cal = None if args.raw_std else calibration_for(prior, args.method, opts)
+    cal = None if args.raw_std else calibration_for(prior, args.method, opts, args.pattern_kind)
     if cal is None:
         if (prior.recon_defaults.get(args.method) or {}).get("calibration") and not args.raw_std:
             print("mriprior recon: note: the prior's uncertainty calibration was measured with "
@@ -200,6 +201,8 @@ def run(args):
 
     import torch
 
+    from mriprior.physics.masks import pattern_kind
+    from mriprior.recon.classical import estimate_pattern
     from mriprior.recon.posterior import credibility_map
     from mriprior.recon.priors import load_image_prior
 
@@ -221,6 +224,7 @@ def run(args):
                          "--method pics for explicit-likelihood priors")
     if args.batch is not None and args.batch < 1:
         raise InputError(f"--batch must be >= 1, got {args.batch}")
+    args.pattern_kind = pattern_kind(mask if mask is not None else estimate_pattern(ksp))
     opts = resolve(args, prior)
     progress = progress_bar(f"recon ({args.method})", "step", args.quiet, leave=True)
     with torch.no_grad():
@@ -229,7 +233,8 @@ def run(args):
     progress.close()
     shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                       for k, v in opts.items() if v is not None)
-    print(f"mriprior recon: {args.method} ({shown}), data scale {float(scale[0]):g}, "
+    print(f"mriprior recon: {args.method} ({shown}), {args.pattern_kind.upper()} pattern, "
+          f"data scale {float(scale[0]):g}, "
           f"{prior.nfe} network evaluations", file=sys.stderr)
     if args.method == "pics" and any([args.std, args.var, args.samples, args.flag]):
         print("mriprior recon: note: --std/--var/--samples/--flag need a sampling method; not "

@@ -41,7 +41,7 @@ import torch
 from mriprior.errors import InputError
 
 __all__ = ["Mask", "poisson_disc", "poisson_disc_bart", "variable_density_1d",
-           "equispaced_1d", "uniform_random", "centre_slice", "BART_MIN_DIST"]
+           "equispaced_1d", "uniform_random", "centre_slice", "pattern_kind", "BART_MIN_DIST"]
 
 #: BART's default Poisson-disc distance (``poisson -D``), in units of the acceleration-scaled
 #: grid: with acceleration ``a`` the disc radius is ``a * BART_MIN_DIST`` pixels.
@@ -481,3 +481,23 @@ def uniform_random(shape, accel: float, calib=None, seed: int = 0) -> Mask:
     flat = cal.ravel().copy()
     flat[rng.choice(np.flatnonzero(~flat), size=n - int(cal.sum()), replace=False)] = True
     return _mask(flat.reshape(shape), target, "random")
+
+
+def pattern_kind(mask) -> str:
+    """``"1d"`` when the sampled points of ``mask`` (``(..., y, x)``, any leading dims of size 1;
+    or a vector of sampled lines) are whole lines along y or along x and not all of k-space,
+    else ``"2d"`` (Poisson-disc, random, fully sampled). Reconstruction settings are tuned per
+    kind (``recon_defaults``, :func:`mriprior.recon.posterior.tuned_options`)."""
+    m = np.asarray(mask.detach().cpu() if torch.is_tensor(mask) else mask) != 0
+    if m.ndim < 2:
+        return "1d" if 0 < m.sum() < m.size else "2d"
+    m = m.reshape(-1, *m.shape[-2:])
+    if m.shape[0] != 1:
+        raise InputError(f"pattern_kind: one mask at a time, got {m.shape[0]} of "
+                         f"{m.shape[-2]} x {m.shape[-1]}")
+    m = m[0]
+    if m.all() or not m.any():
+        return "2d"
+    rows = (m.all(1) | ~m.any(1)).all()  # every row full or empty: lines along x
+    cols = (m.all(0) | ~m.any(0)).all()
+    return "1d" if rows or cols else "2d"

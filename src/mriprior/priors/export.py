@@ -19,7 +19,9 @@ The sidecar says everything needed to rebuild and use the prior::
 ``recon_defaults`` (any prior type): reconstruction settings chosen on validation slices, which
 `mriprior recon` uses where the command line gives none (:func:`set_recon_defaults` writes
 them into an existing sidecar); ``l1`` is the baseline's: L1-wavelet PICS's lambda tuned on the
-same slices, which `mriprior demo` compares with.
+same slices, which `mriprior demo` compares with. A method's optional ``"1d"`` mapping holds the
+settings tuned on line (1D) sampling, which replace the others for 1D patterns
+(:func:`mriprior.physics.masks.pattern_kind`, :func:`mriprior.recon.posterior.tuned_options`).
 
 ``denoising_error`` (diffusion priors, optional): ``{"sigmas": [..], "loss": [..], "measured_on":
 ".."}``, the held-out denoising loss per noise level (:func:`~mriprior.diffusion.losses.
@@ -82,23 +84,25 @@ RECON_DEFAULT_KEYS = {"fast": {"sigma_start": (float, 0.0), "nfe": (int, 1), "ch
                       "langevin": {"lam": (float, 0.0), "chains": (int, 1)}}
 
 
-def _check_recon_defaults(rd, where: str) -> None:
+def _check_recon_defaults(rd, where: str, sub: str = "") -> None:
     """InputError naming the key unless ``rd`` maps methods of :data:`RECON_DEFAULT_KEYS` to
-    valid values (an int ``>=`` its minimum, a finite number ``>`` it, a bool); ``tuned_on`` is
-    free."""
+    valid values (an int ``>=`` its minimum, a finite number ``>`` it, a bool; a method's
+    ``"1d"``: the same for line sampling); ``tuned_on`` is free."""
     if not isinstance(rd, dict):
         raise InputError(f"{where}: recon_defaults must be a mapping")
     for method, values in rd.items():
-        if method == "tuned_on":
+        if method == "tuned_on" and not sub:
             continue
+        name = f"recon_defaults.{method}{sub}"
         if method not in RECON_DEFAULT_KEYS or not isinstance(values, dict):
-            raise InputError(f"{where}: recon_defaults.{method}: expected a mapping under one "
+            raise InputError(f"{where}: {name}: expected a mapping under one "
                              f"of {sorted(RECON_DEFAULT_KEYS)}")
         values = dict(values)
+        if "1d" in values and not sub:  # the settings tuned on line (1D) sampling
+            _check_recon_defaults({method: values.pop("1d")}, where, ".1d")
         if "calibration" in values and method in ("fast", "langevin"):
-            _check_calibration(values.pop("calibration"),
-                               f"{where}: recon_defaults.{method}.calibration")
-        check_section(f"{where}: recon_defaults.{method}", values, {
+            _check_calibration(values.pop("calibration"), f"{where}: {name}.calibration")
+        check_section(f"{where}: {name}", values, {
             k: Field(kind, None, check=None if kind is bool else at_least(lo) if kind is int else
                      (lambda v, lo=lo: None if v > lo else f"must be > {lo}, got {v}"))
             for k, (kind, lo) in RECON_DEFAULT_KEYS[method].items()})

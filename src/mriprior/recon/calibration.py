@@ -82,11 +82,14 @@ def calibrated_std(std: torch.Tensor, calibration: dict) -> torch.Tensor:
     return float(calibration["scale"]) * pool_variance(std, int(calibration.get("pool", 1)))
 
 
-def calibration_for(prior, method: str, options: dict) -> dict | None:
+def calibration_for(prior, method: str, options: dict, pattern: str = "2d") -> dict | None:
     """The calibration in ``prior``'s sidecar for ``method`` (``recon_defaults[method]
-    ["calibration"]``) if it was measured with the same settings as ``options`` (option name ->
-    value, as :data:`~mriprior.recon.posterior.OPTIONS` names them), else None."""
-    cal = ((getattr(prior, "recon_defaults", None) or {}).get(method) or {}).get("calibration")
+    ["calibration"]``; for ``pattern`` ``"1d"`` the one under ``[method]["1d"]`` where there is
+    one) if it was measured with the same settings as ``options`` (option name -> value, as
+    :data:`~mriprior.recon.posterior.OPTIONS` names them), else None."""
+    tuned = (getattr(prior, "recon_defaults", None) or {}).get(method) or {}
+    cal = ((tuned.get("1d") or {}).get("calibration") if pattern == "1d" else None) or \
+        tuned.get("calibration")
     if not cal:
         return None
     measured = cal.get("settings", {})

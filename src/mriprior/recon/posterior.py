@@ -498,10 +498,16 @@ OPTIONS = {"fast": {"chains": "chains", "nfe": "nfe", "sigma_start": "sigma_star
            "pics": {"lam": "lam", "iters": "max_iter", "wavelet": "wavelet", "flips": "flips"}}
 
 
-def tuned_options(method: str, prior) -> dict:
+def tuned_options(method: str, prior, pattern: str = "2d") -> dict:
     """Keyword -> value for every setting of ``method`` in :data:`OPTIONS`: the prior's tuned
-    ``recon_defaults`` where its sidecar has them, else :func:`method_defaults`. What
-    ``mriprior recon`` and :func:`~mriprior.recon.volume.reconstruct_volume` start from."""
+    ``recon_defaults`` where its sidecar has them (for ``pattern`` ``"1d"``, line sampling:
+    those under the method's ``"1d"`` first, :func:`mriprior.physics.masks.pattern_kind`), else
+    :func:`method_defaults`. What ``mriprior recon`` and
+    :func:`~mriprior.recon.volume.reconstruct_volume` start from."""
+    if pattern not in ("1d", "2d"):
+        raise InputError(f"pattern must be '1d' or '2d', not {pattern!r}")
     library = method_defaults(method)
     tuned = (getattr(prior, "recon_defaults", None) or {}).get(method, {})
+    if pattern == "1d":
+        tuned = {**tuned, **tuned.get("1d", {})}
     return {key: tuned.get(option, library[key]) for option, key in OPTIONS[method].items()}

@@ -49,6 +49,7 @@ from mriprior.io.files import atomic_write, atomic_write_bytes, locks_output, wo
 from mriprior.physics.espirit import espirit
 from mriprior.physics.crop import centre_crop
 from mriprior.physics.fft import fftnc, ifftnc
+from mriprior.physics.masks import pattern_kind
 from mriprior.priors.export import prior_files, read_sidecar
 
 __all__ = ["reconstruct_volume", "crop_readout", "METHODS"]
@@ -113,8 +114,9 @@ def _keywords(method: str) -> tuple:
     return tuple(OPTIONS[method].values())
 
 
-def _settings(method: str, prior, options, calib: int, seed: int, device):
-    """The job's settings (JSON) and the loaded prior; InputError naming what is wrong."""
+def _settings(method: str, prior, options, calib: int, seed: int, device, pattern: str):
+    """The job's settings (JSON) and the loaded prior; InputError naming what is wrong.
+    ``pattern``: the sampling's kind ("1d" or "2d"), whose tuned settings the prior gives."""
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, not {method!r}")
     allowed = ("lam", "max_iter") if method == "pics" else _keywords(method)
@@ -135,8 +137,9 @@ def _settings(method: str, prior, options, calib: int, seed: int, device):
         prior = load_image_prior(prior, device=device)
     from mriprior.recon.calibration import calibration_for
     from mriprior.recon.posterior import tuned_options
-    settings["options"] = {**tuned_options(method, prior), **(options or {})}
-    cal = calibration_for(prior, method, settings["options"])
+    settings["pattern"] = pattern
+    settings["options"] = {**tuned_options(method, prior, pattern), **(options or {})}
+    cal = calibration_for(prior, method, settings["options"], pattern)
     if cal is not None:  # the std written is the calibrated one (recon.calibration)
         settings["std_calibration"] = {"scale": cal["scale"], "pool": cal.get("pool", 1)}
     return settings, prior
@@ -164,9 +167,10 @@ def reconstruct_volume(src, out, method: str = "pics", *, prior=None, options: d
     from mriprior import __version__
 
     src, out = Path(src), Path(out)
-    settings, prior = _settings(method, prior, options, calib, seed, device)
     vol = read_fastmri(src)
     try:
+        settings, prior = _settings(method, prior, options, calib, seed, device, pattern_kind(
+            vol.mask if vol.mask is not None else np.abs(vol.slice(0)).sum(0) > 0))
         n, _, ny, nx = vol.shape
         shape = _recon_matrix(vol, ny, nx)
         pattern = None if vol.mask is None else np.asarray(vol.mask, dtype=bool)
