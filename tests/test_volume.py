@@ -106,9 +106,12 @@ def test_posterior_volume_resumes_per_slice(vol, tmp_path, monkeypatch):
     assert s["reconstructed_now"] == 1
     # options left out come from the prior's tuned recon_defaults, then the library's, as for
     # `mriprior recon` on one slice
+    # (those tuned on 1D sampling: the volume's mask samples lines)
+    from mriprior.recon.posterior import tuned_options
     from mriprior.recon.priors import load_image_prior
-    tuned = load_image_prior("bundled").recon_defaults["fast"]
+    tuned = tuned_options("fast", load_image_prior("bundled"), "1d")
     opts = s["settings"]["options"]
+    assert s["settings"]["pattern"] == "1d"
     assert (opts["chains"], opts["nfe"], opts["sigma_start"], opts["noise_var"]) == \
         (2, 3, tuned["sigma_start"], "auto")
     with pytest.raises(InputError, match=r"unknown option\(s\) \['nfe_typo'\]"):
@@ -132,11 +135,14 @@ def test_posterior_volume_writes_the_calibrated_std(vol, tmp_path):
     for src, ext in zip(prior_files("bundled"), (".safetensors", ".json")):
         shutil.copy(src, tmp_path / f"p{ext}")
     kw = dict(method="fast", options={"chains": 2, "nfe": 3})
-    opts = {**tuned_options("fast", load_image_prior(tmp_path / "p")), **kw["options"]}
+    opts = {**tuned_options("fast", load_image_prior(tmp_path / "p"), "1d"), **kw["options"]}
     rd = read_sidecar(tmp_path / "p")["recon_defaults"]
     cal = {"scale": 1.7, "pool": 3, "settings": {k: opts[k] for k in SETTINGS["fast"]}}
-    rd["fast"] = {k: v for k, v in rd["fast"].items() if k != "calibration"}
-    set_recon_defaults(tmp_path / "p", {**rd, "fast": {**rd["fast"], "calibration": cal}})
+    one_d = {k: v for k, v in rd["fast"].get("1d", {}).items() if k != "calibration"}
+    rd["fast"] = {k: v for k, v in rd["fast"].items() if k != "1d"}
+    rd["fast"]["1d"] = one_d  # the volume samples lines: its calibration is the 1D one
+    set_recon_defaults(tmp_path / "p", {**rd, "fast": {**rd["fast"],
+                                                       "1d": {**one_d, "calibration": cal}}})
     s = reconstruct_volume(vol, tmp_path / "cal.h5", prior=tmp_path / "p", **kw)
     assert s["settings"]["std_calibration"] == {"scale": 1.7, "pool": 3}
     set_recon_defaults(tmp_path / "p", rd)  # the same prior without it: the chains' own std

@@ -494,7 +494,7 @@ def write_defaults(path, tuning: dict, name: str, n_val: int, cfg: dict) -> None
         return {"fast": {"sigma_start": t["sigma_start"], "nfe": cfg["nfe"],
                          **({"flips": True} if flips == "all" else {})},
                 "pics": {"lam": t["pics_lambda"], "iters": cfg["pics_iters"],
-                         "wavelet": t.get("pics_wavelet") or 0.0,
+                         **({"wavelet": t["pics_wavelet"]} if t.get("pics_wavelet") else {}),
                          **({"flips": True} if flips != "off" else {})},
                 "l1": {"lam": tuning[kind]["l1"], "iters": 100}}
 
