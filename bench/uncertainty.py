@@ -190,7 +190,7 @@ def report(res: dict, cmd: str) -> str:
                              f"{np.mean([r['spearman_if_calibrated'] for r in rows]):.2f} | "
                              f"{cov} | {_calibrated_cell(rows)} |")
     secs = {v: np.mean([r["s"] for k, r in res.items() if k.endswith(f"/{v}")])
-            for v in VARIANTS}
+            for v in VARIANTS if any(k.endswith(f"/{v}") for k in res)}
     lines += ["", "Seconds per case (256 x 256 x 8 coils, this 2-core CPU): " + ", ".join(
         f"{v} {t:.1f}" for v, t in secs.items()) + ".", "", f"Command: `{cmd}`", ""]
     return "\n".join(lines)
