@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from mriprior.errors import InputError
+from mriprior.io.files import sha256_file
 from mriprior.priors.config import load_config, validate_config
 from mriprior.priors.export import load_prior
 from mriprior.engine import latest_checkpoint, list_checkpoints, state_sha256
@@ -119,6 +120,40 @@ def test_short_run_exports_a_prior(tmp_path, dataset):
     # A second fresh run into the same folder is refused.
     with pytest.raises(InputError, match="already holds checkpoints"):
         train(_raw(dataset, out))
+
+
+def test_init_from_starts_a_fresh_run_from_an_exported_prior(tmp_path, dataset):
+    """Fine-tuning: train.init_from loads a prior's weights into the model and the EMA."""
+    over = {"train.steps": 4, "train.save_every": 4, "heldout.every": 0}
+    first = train(_raw(dataset, tmp_path / "a", **over))
+    net_a, _ = load_prior(tmp_path / "a" / "prior")
+    # One step at a negligible learning rate: the fine-tuned prior is the one it started from,
+    # while a run from scratch (the same seeds) is far from it.
+    tiny = {**over, "train.steps": 1, "train.save_every": 1, "optim.lr": 1e-12,
+            "optim.min_lr": 0.0, "optim.warmup_steps": 0, "train.seed": 5}
+    train(_raw(dataset, tmp_path / "b", **tiny, **{"train.init_from": str(tmp_path / "a" /
+                                                                          "prior")}))
+    train(_raw(dataset, tmp_path / "c", **tiny))
+    net_b, meta_b = load_prior(tmp_path / "b" / "prior")
+    net_c, meta_c = load_prior(tmp_path / "c" / "prior")
+    for (name, pa), pb, pc in zip(net_a.named_parameters(), net_b.parameters(),
+                                  net_c.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6), name
+    assert any(not torch.allclose(pa, pc, atol=1e-3)
+               for pa, pc in zip(net_a.parameters(), net_c.parameters()))
+    weights_a = tmp_path / "a" / "prior.safetensors"
+    assert meta_b["init_from"] == {"path": "a/prior",
+                                   "weights_sha256": sha256_file(weights_a)}
+    assert "init_from" not in meta_c and first["step"] == 4
+    # A prior of another network is refused, naming the key and what differs.
+    wrong = _raw(dataset, tmp_path / "d", **tiny, **{"train.init_from": str(weights_a)})
+    wrong["model"]["base_channels"] = 16
+    with pytest.raises(InputError, match="train.init_from .*network differs"):
+        train(wrong)
+    with pytest.raises(InputError, match="nothere"):
+        train(_raw(dataset, tmp_path / "e", **tiny,
+                   **{"train.init_from": str(tmp_path / "nothere")}))
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()  # nothing written
 
 
 def test_vp_run_exports_eps_prior(tmp_path, dataset):

@@ -14,7 +14,8 @@ and default; ``model`` is checked by building the network)::
                 or {type: none} (the only choice for, and the default of, a pixelcnn model)
     optim:      {lr, betas, eps, weight_decay, grad_clip, warmup_steps, schedule, min_lr}
     train:      {batch_size, steps, save_every, keep_last, ema_decay, ema_ramp, seed, log_every,
-                 output, amp, device}
+                 output, init_from, amp, device, tensorboard}
+                (init_from: an exported prior whose weights start a fresh run: fine-tuning)
     heldout:    {every, n_images, sigmas, split, sample_grid}
                 sample_grid: null (off) or {n, size, steps}: EMA samples written to TensorBoard
 
@@ -30,7 +31,8 @@ Errors are :class:`~mriprior.errors.InputError` naming the key path, e.g.
 ``optim.lerning_rate: unknown key`` or ``train.steps: expected int, got str``.
 
 Resolution: ``model`` becomes the full ``network_from_config`` mapping (the preset expanded, the
-network's own normalised ``config``); relative ``data.path`` and ``train.output`` are resolved
+network's own normalised ``config``); relative ``data.path``, ``train.output`` and
+``train.init_from`` are resolved
 against the config file's folder (against ``base_dir`` for an in-memory mapping); omitted keys
 take their defaults; keys of the other diffusion type are rejected. The resolved config is a
 plain JSON-able dict; validating it again returns it unchanged.
@@ -135,6 +137,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field(int, 0, check=at_least(0)),
         "log_every": Field(int, 10, check=at_least(1)),
         "output": Field(str, doc="run folder (relative: to the config file)"),
+        "init_from": Field(str, None, nullable=True,
+                           doc="an exported prior (path, relative: to the config file) whose "
+                               "weights start a fresh run (fine-tuning): same network and "
+                               "diffusion; ignored on resume (the checkpoint holds the weights)"),
         "amp": Field(bool, True, doc="mixed precision (CUDA only; ignored on CPU)"),
         "device": Field(("auto", "cpu", "cuda"), "auto"),
         "tensorboard": Field(("auto", True, False), "auto",
@@ -394,6 +400,8 @@ def validate_config(raw: Any, base_dir=".") -> dict:
                          f"{out['optim']['lr']})")
     out["data"]["path"] = resolve_path(out["data"]["path"], base_dir)
     out["train"]["output"] = resolve_path(out["train"]["output"], base_dir)
+    if out["train"]["init_from"] is not None:
+        out["train"]["init_from"] = resolve_path(out["train"]["init_from"], base_dir)
     if out["data"]["patches"] is not None and out["data"]["crop"] is not None:
         raise InputError("data.crop: a patch prior cuts its patches out of whole slices (their "
                          "positions are part of the input); set data.crop: null")

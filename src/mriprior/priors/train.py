@@ -60,7 +60,7 @@ from mriprior.engine import (Dist, Hooks, Logger, check_tensorboard, git_revisio
 from mriprior.errors import InputError
 from mriprior.io.files import sha256_file
 from mriprior.priors.config import load_config, validate_config
-from mriprior.priors.export import save_prior
+from mriprior.priors.export import load_prior, prior_files, read_sidecar, save_prior
 from mriprior.priors.networks import network_from_config
 from mriprior.priors.patches import PatchTiler, check_patches, training_patches
 from mriprior.priors.pixelcnn import (bits_per_dim, discretized_logistic_mixture_nll,
@@ -116,6 +116,19 @@ def train(config, resume: bool = False, *, stop_at: int | None = None) -> dict:
                       lambda ctx: _PriorTrainer(cfg, ctx, resume).run(stop_at))
 
 
+def _init_state(cfg: dict) -> dict:
+    """The weights a fine-tuning run starts from: the (EMA) weights of the exported prior
+    ``train.init_from``, which must have this run's network and diffusion."""
+    path = cfg["train"]["init_from"]
+    meta = read_sidecar(path)
+    for key, want in (("network", cfg["model"]), ("diffusion", cfg["diffusion"])):
+        if meta.get(key) != want:
+            raise InputError(f"train.init_from {path}: its {key} differs from this run's "
+                             f"({meta.get(key)!r} vs {want!r})")
+    net, _ = load_prior(path)
+    return getattr(net, "net", net).state_dict()  # a patch prior: the tiler's network
+
+
 class _PriorTrainer:
     """One run: data, network, optimiser and the engine's hooks (step, evaluate, save)."""
 
@@ -126,6 +139,9 @@ class _PriorTrainer:
         self.output = Path(tcfg["output"])
         self.ckpt_path, ckpt = resume_point(self.output, resume, CKPT_FORMAT, CKPT_VERSION,
                                             world_size=ctx.world_size, config=cfg, fixed=_FIXED)
+        # fine-tuning: the starting weights, checked before anything is written
+        self.init_state = (_init_state(cfg) if ckpt is None and tcfg["init_from"] is not None
+                           else None)
         self._open_data(ckpt)
         self._build(ckpt)
         self.meta = self._prior_meta()
@@ -167,6 +183,9 @@ class _PriorTrainer:
         self.noise_gen = torch.Generator(device=device)
         self.noise_gen.manual_seed(derive_seed(_NOISE_TAG, seed, rank))
         torch.manual_seed(derive_seed(_TORCH_TAG, seed, rank))  # dropout etc.: per-rank streams
+        if self.init_state is not None:  # fine-tuning: model and EMA start from the prior
+            self.net.load_state_dict(self.init_state)
+            self.ema = EMA(self.net, tcfg["ema_decay"], ramp=tcfg["ema_ramp"])
         if ckpt is not None:
             for name in ("model", "optimizer", "scheduler", "scaler", "ema"):
                 self._states()[name].load_state_dict(ckpt[name])
@@ -203,8 +222,18 @@ class _PriorTrainer:
                      "slices": int(len(self.ds.indices(dcfg["split"])))},
             "dataset_manifest_sha256": sha256_file(manifest),
             "git_revision": git_revision() if self.is_main else None,
-            "config": cfg, "ema": True,
+            "config": cfg, "ema": True, **self._init_meta(),
         }
+
+    def _init_meta(self) -> dict:
+        """The sidecar's record of a fine-tuned prior's start: path and weights hash."""
+        path = self.cfg["train"]["init_from"]
+        if path is None:
+            return {}
+        weights, _ = prior_files(path)
+        name = f"{Path(path).parent.name}/{Path(path).name}"  # no machine layout in a sidecar
+        return {"init_from": {"path": name, "weights_sha256": (
+            sha256_file(weights) if weights.exists() else None)}}
 
     # -- the loss ------------------------------------------------------------------------------
     def _conditioned(self, x0):
