@@ -101,6 +101,15 @@ def test_errors_are_one_line(case, capsys, tmp_path):
     assert "coils" in capsys.readouterr().err
     assert _run(case, "--scaling", "-1", str(tmp_path / "o")) == 2
     assert not (tmp_path / "o.cfl").exists()
+    # An option of another method is refused, not silently ignored.
+    capsys.readouterr()
+    for args, opt in ((("--method", "langevin", "--flips"), "--flips"),
+                      (("--method", "pics", "--nfe", "3"), "--nfe"),
+                      (("--method", "fast", "-i", "3"), "-i")):
+        assert _run(case, *args, str(tmp_path / "o")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{opt}: not an option of --method {args[1]}" in err[0], err
+    assert not (tmp_path / "o.cfl").exists()
 
 
 def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsys):

@@ -107,6 +107,13 @@ def resolve(args, prior) -> dict:
     from mriprior.recon.posterior import OPTIONS, tuned_options
 
     out = tuned_options(args.method, prior, getattr(args, "pattern_kind", "2d"))
+    others = {o for m in OPTIONS for o in OPTIONS[m]} - set(OPTIONS[args.method])
+    given = sorted(o for o in others if getattr(args, o, None) is not None)
+    if given:  # e.g. --flips with langevin: refused rather than silently ignored
+        opt = "-i" if given[0] == "iters" else "--" + given[0].replace("_", "-")
+        raise InputError(f"{opt}: not an option of --method {args.method} (its options: "
+                         + ", ".join("-i" if o == "iters" else "--" + o.replace("_", "-")
+                                     for o in OPTIONS[args.method]) + ")")
     for option, key in OPTIONS[args.method].items():
         if getattr(args, option) is not None:
             out[key] = getattr(args, option)
