@@ -13,6 +13,10 @@ Settings compared (lambda, wavelet, flips): Poisson-disc R 8 the plain tuned poi
 tuned point (0.1, 0.001) without and with flips. The pack's validation slices that the 2-slice
 pack already used (``--skip``) are left out. Prints mean PSNR per setting and writes
 bench/results/flips_validation.json.
+
+Other settings and priors, e.g. FISTA's iteration count on the 2-slice pack's own validation
+slices: ``--setting poisson:0.03:0.0003:1:100`` (KIND:LAMBDA:WAVELET:FLIPS:ITERS, repeatable;
+replaces the settings above) ``--pack .gpu-eval-clin --skip "" --out ...``.
 """
 
 from __future__ import annotations
@@ -30,8 +34,24 @@ from mriprior.recon.posterior import prior_pics
 from mriprior.recon.priors import load_image_prior
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SETTINGS = {"poisson": [(0.03, 0.0003, False), (0.03, 0.0001, True), (0.03, 0.0003, True)],
-            "1d": [(0.1, 0.001, False), (0.1, 0.001, True)]}
+SETTINGS = {"poisson": [(0.03, 0.0003, False, 50), (0.03, 0.0001, True, 50),
+                        (0.03, 0.0003, True, 50)],
+            "1d": [(0.1, 0.001, False, 50), (0.1, 0.001, True, 50)]}
+
+
+def parse_settings(given: list[str]) -> dict:
+    """``KIND:LAMBDA:WAVELET:FLIPS:ITERS`` strings -> {kind: [(lam, wavelet, flips, iters)]}."""
+    out: dict = {}
+    for s in given:
+        try:
+            kind, lam, w, flips, iters = s.split(":")
+            if kind not in ("poisson", "1d") or flips not in ("0", "1"):
+                raise ValueError
+            out.setdefault(kind, []).append((float(lam), float(w), flips == "1", int(iters)))
+        except ValueError:
+            raise SystemExit(f"--setting {s!r}: expected KIND:LAMBDA:WAVELET:FLIPS:ITERS with "
+                             "KIND poisson or 1d and FLIPS 0 or 1") from None
+    return out
 
 
 def main(argv=None) -> int:
@@ -40,21 +60,25 @@ def main(argv=None) -> int:
     p.add_argument("--prior", default="bundled")
     p.add_argument("--skip", default="301,890", help="validation indices already used")
     p.add_argument("--out", default=os.path.join(HERE, "results", "flips_validation.json"))
+    p.add_argument("--setting", action="append", default=[],
+                   help="KIND:LAMBDA:WAVELET:FLIPS:ITERS (repeatable; default: the tie-break's)")
     a = p.parse_args(argv)
+    settings = parse_settings(a.setting) if a.setting else SETTINGS
     z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
     prior = load_image_prior(a.prior)
     skip = {int(s) for s in a.skip.split(",") if s}
     slices = [j for j, i in enumerate(z["val_index"]) if int(i) not in skip]
     res = {}
-    for kind, settings in SETTINGS.items():
+    for kind, kind_settings in settings.items():
         for j in slices:
             case = simulated_case(torch.from_numpy(z["val"][j]), kind, seed=100 + j)
-            for lam, w, flips in settings:
+            for lam, w, flips, iters in kind_settings:
                 with torch.no_grad():
-                    x = prior_pics(case["ksp"], case["maps"], prior, lam=lam, max_iter=50,
+                    x = prior_pics(case["ksp"], case["maps"], prior, lam=lam, max_iter=iters,
                                    wavelet=w, flips=flips)[0]
-                res.setdefault(f"{kind} lam {lam} wavelet {w} flips {flips}", []).append(
-                    score(case, x)["psnr"])
+                name = f"{kind} lam {lam} wavelet {w} flips {flips}"
+                name += f" iters {iters}" if iters != 50 else ""  # the first run's keys
+                res.setdefault(name, []).append(score(case, x)["psnr"])
     out = {"slices": [int(z["val_index"][j]) for j in slices], "psnr": res,
            "mean": {k: float(np.mean(v)) for k, v in res.items()},
            "command": "python bench/flips_validation.py " + " ".join(sys.argv[1:])}
