@@ -110,7 +110,7 @@ def calibrate(a) -> None:
 def run(a) -> dict:
     z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
     prior = load_image_prior(a.prior)
-    res = json.load(open(OUT)) if os.path.exists(OUT) else {}
+    res = json.load(open(a.out)) if os.path.exists(a.out) else {}
     res["settings"] = {"chains": a.chains, "prior": a.prior, **{
         f"sigma_start_{p}": tuned_options("fast", prior, p)["sigma_start"] for p in ("2d", "1d")},
         "nfe": tuned_options("fast", prior)["nfe"]}
@@ -130,7 +130,7 @@ def run(a) -> dict:
                                        "s": time.perf_counter() - t}
             print(key, variant, {k: round(v, 3) if isinstance(v, float) else v
                                  for k, v in res[f"{key}/{variant}"].items()}, flush=True)
-            atomic_write_json(OUT, res)
+            atomic_write_json(a.out, res)
 
     for kind in ("poisson", "1d"):
         for split, seed0 in (("val", 100), ("test", 0)):
@@ -212,6 +212,8 @@ def main(argv=None):
                    help="which chains to run (default both)")
     p.add_argument("--pool", type=int, default=5, help="--calibrate: variance pooling window")
     p.add_argument("--docs", default=os.path.join(HERE, "..", "docs", "benchmarks.md"))
+    p.add_argument("--out", default=OUT,
+                   help="results JSON (per case; cases already in it are not rerun)")
     a = p.parse_args(argv)
     if a.measure:
         measure(a)
@@ -219,11 +221,11 @@ def main(argv=None):
     if a.calibrate:
         calibrate(a)
         return 0
-    res = json.load(open(OUT)) if a.report_only else run(a)
+    res = json.load(open(a.out)) if a.report_only else run(a)
     cmd = "python bench/uncertainty.py " + " ".join(sys.argv[1:])
     section = report(res, cmd if not a.report_only else res.get("command", cmd))
     res["command"] = res.get("command", cmd) if a.report_only else cmd
-    atomic_write_json(OUT, res)
+    atomic_write_json(a.out, res)
     replace_section(a.docs, TITLE, section)
     print(section)
     return 0
