@@ -298,7 +298,8 @@ CASES = [
                                         "{o}/f"] + OK + ["{o}/x"], "--flag needs an interval"),
     Case("recon-nfe-0", RECON + ["--prior", "{d}/prior", "--nfe", "0"] + OK + ["{o}/x"],
          "--nfe"),
-    Case("recon-iters-0", RECON + ["--prior", "{d}/prior", "--method", "pics", "-i", "0"] + OK
+    Case("recon-iters-0", ["recon", "--quiet", "--prior", "{d}/prior", "--method", "pics", "-i",
+                           "0"] + OK
          + ["{o}/x"], "-i must be an integer"),
     Case("recon-sigma-start", RECON + ["--prior", "{d}/prior", "--sigma-start", "-1"] + OK
          + ["{o}/x"], "--sigma-start"),
