@@ -51,16 +51,20 @@ def main(argv=None) -> int:
     p.add_argument("--pack", default=".gpu-eval-clin")
     p.add_argument("--prior", default="bundled")
     p.add_argument("--out", default=os.path.join(HERE, "results", "pics_variants.json"))
+    p.add_argument("--kinds", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     a = p.parse_args(argv)
     z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
     base = load_image_prior(a.prior)
     res: dict = {}
-    for kind, (lam, wavelet) in SETTINGS.items():
+    for kind in a.kinds:
+        lam, wavelet = SETTINGS[kind]
         for j in range(len(z["val"])):
             case = simulated_case(torch.from_numpy(z["val"][j]), kind, seed=100 + j)
             l1 = pics(case["ksp"], case["maps"], "l1", 0.001, 100, rescale=True)[0]
             res.setdefault(f"{kind} L1-wavelet", []).append(score(case, l1)["psnr"])
-            for name, v in VARIANTS.items():
+            for name in a.variants:
+                v = VARIANTS[name]
                 x = run_pics(base, case, lam, wavelet, x0=l1 if v.get("warm") else None,
                              anneal=v.get("anneal"))
                 res.setdefault(f"{kind} {name}", []).append(score(case, x)["psnr"])
