@@ -79,13 +79,18 @@ def main(argv=None) -> int:
                 name = f"{kind} lam {lam} wavelet {w} flips {flips}"
                 name += f" iters {iters}" if iters != 50 else ""  # the first run's keys
                 res.setdefault(name, []).append(score(case, x)["psnr"])
-    out = {"slices": [int(z["val_index"][j]) for j in slices], "psnr": res,
-           "mean": {k: float(np.mean(v)) for k, v in res.items()},
-           "command": "python bench/flips_validation.py " + " ".join(sys.argv[1:])}
-    atomic_write_json(a.out, out)
+    write_means(a.out, [int(z["val_index"][j]) for j in slices], res, "flips_validation.py")
+    return 0
+
+
+def write_means(path, slices: list[int], res: dict, script: str) -> None:
+    """PSNR per setting and slice, their means and the command, to ``path``; prints the means.
+    (Also bench/pics_variants.py's.)"""
+    out = {"slices": slices, "psnr": res, "mean": {k: float(np.mean(v)) for k, v in res.items()},
+           "command": f"python bench/{script} " + " ".join(sys.argv[1:])}
+    atomic_write_json(path, out)
     for k, v in out["mean"].items():
         print(f"{k}: {v:.2f} dB")
-    return 0
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from mriprior.experiments.recon_cases import score, simulated_case
-from mriprior.io.files import atomic_write_json
 from mriprior.recon.classical import pics
 from mriprior.recon.posterior import prior_pics
 from mriprior.recon.priors import FlipAveraged, load_image_prior
+
+from flips_validation import write_means  # bench/ is sys.path[0] when run as a script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETTINGS = {"poisson": (0.03, 0.0003), "1d": (0.1, 0.001)}
@@ -69,12 +70,7 @@ def main(argv=None) -> int:
                              anneal=v.get("anneal"))
                 res.setdefault(f"{kind} {name}", []).append(score(case, x)["psnr"])
                 print(kind, j, name, f"{res[f'{kind} {name}'][-1]:.2f} dB", flush=True)
-    out = {"slices": [int(i) for i in z["val_index"]], "psnr": res,
-           "mean": {k: float(np.mean(v)) for k, v in res.items()},
-           "command": "python bench/pics_variants.py " + " ".join(sys.argv[1:])}
-    atomic_write_json(a.out, out)
-    for k, v in out["mean"].items():
-        print(f"{k}: {v:.2f} dB")
+    write_means(a.out, [int(i) for i in z["val_index"]], res, "pics_variants.py")
     return 0
 
 

@@ -110,10 +110,8 @@ def resolve(args, prior) -> dict:
     others = {o for m in OPTIONS for o in OPTIONS[m]} - set(OPTIONS[args.method])
     given = sorted(o for o in others if getattr(args, o, None) is not None)
     if given:  # e.g. --flips with langevin: refused rather than silently ignored
-        opt = "-i" if given[0] == "iters" else "--" + given[0].replace("_", "-")
-        raise InputError(f"{opt}: not an option of --method {args.method} (its options: "
-                         + ", ".join("-i" if o == "iters" else "--" + o.replace("_", "-")
-                                     for o in OPTIONS[args.method]) + ")")
+        raise InputError(f"{_flag(given[0])}: not an option of --method {args.method} (its "
+                         f"options: {', '.join(map(_flag, OPTIONS[args.method]))})")
     for option, key in OPTIONS[args.method].items():
         if getattr(args, option) is not None:
             out[key] = getattr(args, option)
@@ -121,8 +119,7 @@ def resolve(args, prior) -> dict:
         v = out["noise_var"]
         out["noise_var"] = None if v in (None, "none") else _word_or_positive("--noise-var", v,
                                                                                "auto", "none")
-    flag = {key: ("-i" if option == "iters" else "--" + option.replace("_", "-"))
-            for option, key in OPTIONS[args.method].items()}
+    flag = {key: _flag(option) for option, key in OPTIONS[args.method].items()}
     for key in ("chains", "nfe", "max_iter", "n_levels", "steps"):
         if key in out and not (isinstance(out[key], int) and out[key] >= 1):
             raise InputError(f"{flag[key]} must be an integer >= 1, got {out[key]!r}")
@@ -135,6 +132,12 @@ def resolve(args, prior) -> dict:
         raise InputError(f"--flag needs an interval from at least 2 chains, got --chains "
                          f"{out['chains']}")
     return out
+
+
+def _flag(option: str) -> str:
+    """The command-line spelling of an option's ``args`` name: ``sigma_start`` ->
+    ``--sigma-start``, ``iters`` -> ``-i``."""
+    return "-i" if option == "iters" else "--" + option.replace("_", "-")
 
 
 def _word_or_positive(flag: str, value, *words):
