@@ -23,28 +23,22 @@ import torch
 from mriprior.experiments.recon_cases import score, simulated_case
 from mriprior.recon.classical import pics
 from mriprior.recon.posterior import prior_pics
-from mriprior.recon.priors import FlipAveraged, load_image_prior
+from mriprior.recon.priors import load_image_prior
 
 from flips_validation import write_means  # bench/ is sys.path[0] when run as a script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETTINGS = {"poisson": (0.03, 0.0003), "1d": (0.1, 0.001)}
 VARIANTS = {"base": {}, "x0=L1": {"warm": True}, "anneal 0.1/25": {"anneal": (0.1, 25)},
-            "anneal 0.05/25": {"anneal": (0.05, 25)}}
+            "anneal 0.05/25": {"anneal": (0.05, 25)}, "anneal 0.2/25": {"anneal": (0.2, 25)},
+            "anneal 0.1/10": {"anneal": (0.1, 10)}, "anneal 0.1/40": {"anneal": (0.1, 40)}}
 
 
 def run_pics(base, case, lam, wavelet, x0=None, anneal=None) -> torch.Tensor:
-    prior = FlipAveraged(base)  # reg_sigma lives on the wrapper the solver calls
-    hi, n = anneal if anneal is not None else (prior.reg_sigma, 0)
-    lo = prior.reg_sigma
-
-    def callback(done, _total):  # the denoiser level of the next iteration
-        prior.reg_sigma = lo if done >= n else hi * (lo / hi) ** (done / n)
-
-    prior.reg_sigma = hi
+    hi, n = anneal if anneal is not None else (None, 25)
     with torch.no_grad():
-        return prior_pics(case["ksp"], case["maps"], prior, lam=lam, max_iter=50,
-                          wavelet=wavelet, x0=x0, callback=callback)[0]
+        return prior_pics(case["ksp"], case["maps"], base, lam=lam, max_iter=50, wavelet=wavelet,
+                          x0=x0, flips=True, anneal_sigma=hi, anneal_iters=n)[0]
 
 
 def main(argv=None) -> int:

@@ -105,7 +105,8 @@ def test_errors_are_one_line(case, capsys, tmp_path):
     capsys.readouterr()
     for args, opt in ((("--method", "langevin", "--flips"), "--flips"),
                       (("--method", "pics", "--nfe", "3"), "--nfe"),
-                      (("--method", "fast", "-i", "3"), "-i")):
+                      (("--method", "fast", "-i", "3"), "-i"),
+                      (("--method", "fast", "--anneal-sigma", "0.1"), "--anneal-sigma")):
         assert _run(case, *args, str(tmp_path / "o")) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"{opt}: not an option of --method {args[1]}" in err[0], err
@@ -149,6 +150,12 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
     assert "4 network evaluations" in err
     rc, err = run("--method", "pics", "--wavelet", "-1")
     assert rc == 2 and "--wavelet must be >= 0" in err
+    rc, err = run("--method", "pics", "--anneal-sigma", "0.5", "--anneal-iters", "2")
+    assert rc == 0 and "flips True, anneal_sigma 0.5, anneal_iters 2)" in err
+    rc, err = run("--method", "pics", "--anneal-sigma", "0")
+    assert rc == 2 and "--anneal-sigma must be > 0" in err
+    rc, err = run("--method", "pics", "--anneal-sigma", "0.5", "--anneal-iters", "0")
+    assert rc == 2 and "--anneal-iters must be an integer >= 1" in err
     rc, err = run("--method", "langevin", "--levels", "4", "--skip", "0", "--steps", "1")
     assert rc == 0 and "langevin (chains 10, n_levels 4, skip 0, steps 1, lam 20)" in err  # library's
     rc, err = run("--chains", "0")
@@ -162,17 +169,18 @@ def test_line_sampling_takes_the_settings_tuned_on_1d(case, tmp_path, capsys):
     from mriprior.priors.export import set_recon_defaults
 
     _copy_prior(case, tmp_path / "tuned")
-    set_recon_defaults(tmp_path / "tuned", {"pics": {"lam": 0.125, "iters": 3,
-                                                     "1d": {"lam": 0.5, "iters": 2}}})
-    with pytest.raises(InputError, match=r"recon_defaults.pics.1d.iters"):
-        set_recon_defaults(tmp_path / "tuned", {"pics": {"1d": {"iters": 0}}})
+    set_recon_defaults(tmp_path / "tuned", {"pics": {"lam": 0.125, "iters": 3, "1d": {
+        "lam": 0.5, "iters": 2, "anneal_sigma": 0.25, "anneal_iters": 1}}})
+    for bad in ({"iters": 0}, {"anneal_sigma": 0.0}, {"anneal_iters": 0}):
+        with pytest.raises(InputError, match=rf"recon_defaults.pics.1d.{next(iter(bad))}"):
+            set_recon_defaults(tmp_path / "tuned", {"pics": {"1d": bad}})
     lines = np.zeros((24, 24), np.complex64)
     lines[::2] = 1  # every other phase-encode line (y), readout x full
     write_cfl(tmp_path / "pat1d", lines.T[:, :, None])  # BART x y z
     for pattern, expected in ((None, "pics (lam 0.125, max_iter 3, wavelet 0, flips False), "
                                      "2D pattern"),
-                              ("pat1d", "pics (lam 0.5, max_iter 2, wavelet 0, flips False), "
-                                        "1D pattern")):
+                              ("pat1d", "pics (lam 0.5, max_iter 2, wavelet 0, flips False, "
+                                        "anneal_sigma 0.25, anneal_iters 1), 1D pattern")):
         capsys.readouterr()
         extra = ["-p", str(tmp_path / pattern)] if pattern else []
         assert main(["recon", "--prior", str(tmp_path / "tuned"), "--quiet", "--method", "pics",

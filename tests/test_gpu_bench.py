@@ -242,3 +242,10 @@ def test_write_defaults_stores_the_1d_settings_and_flips(tmp_path):
     assert tuned_options("fast", prior, "1d")["sigma_start"] == 0.1
     assert tuned_options("pics", prior, "1d")["lam"] == 0.1
     assert calibration_for(prior, "fast", tuned_options("fast", prior)) is None  # none written
+    run.write_defaults(tmp_path / "p", tuning, "me", 2, {**cfg, "pics_anneal": [0.1, 25]})
+    prior = load_image_prior(tmp_path / "p")
+    assert prior.recon_defaults["pics"]["1d"]["anneal_sigma"] == 0.1
+    assert tuned_options("pics", prior, "1d")["anneal_iters"] == 25
+    assert run.parse(["--pics-anneal", "0.1:25"]).pics_anneal == [0.1, 25]
+    with pytest.raises(SystemExit):
+        run.parse(["--pics-anneal", "0.1"])

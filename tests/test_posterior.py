@@ -217,6 +217,40 @@ def test_prior_pics_reaches_the_gaussian_map_and_decreases_its_objective():
     assert abs(trace[-1] - objective(x_star)) < 1e-5 * abs(objective(x_star))
 
 
+def test_prior_pics_anneals_the_denoiser_level_and_ends_at_the_plain_minimiser():
+    y, maps, mask, _ = _multicoil(n=24)
+    v, lam, s = 0.05, 0.5, 0.2
+
+    class Recording(GaussianPrior):
+        def score(self, x, sigma):
+            levels.append(sigma)
+            return super().score(x, sigma)
+
+    levels: list = []
+    prior = Recording(0.0, v, reg_sigma=s)  # reg_grad = s^2 x / (v + s^2): a quadratic
+    op = Sense(maps, mask)
+    from mriprior.recon.solvers import conjugate_gradient
+    x_star = conjugate_gradient(op.normal, op.adjoint(y), max_iter=300,
+                                lam=lam * s * s / (v + s * s))
+    x, _ = prior_pics(y, maps, prior, lam=lam, max_iter=150, mask=mask, scaling=None,
+                      anneal_sigma=2.0, anneal_iters=20)
+    assert float((x - x_star).norm() / x_star.norm()) < 1e-3  # the annealing is transient
+    expect = [2.0 * (s / 2.0) ** (k / 20) for k in range(20)] + [s] * 130
+    assert levels == pytest.approx(expect, rel=1e-12)
+    levels.clear()  # anneal_sigma = reg_sigma is plain PICS, exactly
+    a = prior_pics(y, maps, prior, lam=lam, max_iter=7, mask=mask, anneal_sigma=s)[0]
+    b = prior_pics(y, maps, prior, lam=lam, max_iter=7, mask=mask)[0]
+    assert torch.equal(a, b) and levels == [s] * 14
+    early = prior_pics(y, maps, prior, lam=lam, max_iter=5, mask=mask, anneal_sigma=2.0)[0]
+    assert not torch.allclose(early, prior_pics(y, maps, prior, lam=lam, max_iter=5,
+                                                mask=mask)[0], rtol=1e-3)
+    with pytest.raises(InputError, match="anneal_sigma needs a prior with a score"):
+        prior_pics(y, maps, GaussianPrior(0.0, v), lam=lam, max_iter=2, anneal_sigma=0.1)
+    for bad in ({"anneal_sigma": -0.1}, {"anneal_sigma": 0.1, "anneal_iters": 0}):
+        with pytest.raises(InputError, match="anneal_sigma > 0 and anneal_iters >= 1"):
+            prior_pics(y, maps, prior, lam=lam, max_iter=2, **bad)
+
+
 def test_prior_pics_wavelet_term_is_bart_l1_pics_when_the_prior_is_off():
     """The second regulariser: with the prior's weight 0 (and no support projection), prior
     PICS with ``wavelet=w`` runs BART's l1-wavelet FISTA (same step, same cycle spinning) and

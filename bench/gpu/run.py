@@ -386,6 +386,13 @@ def _mean(rows, key):
     return float(np.mean([r[key] for r in rows]))
 
 
+def _anneal(cfg) -> dict:
+    """prior PICS' annealing keywords of ``--pics-anneal`` (``cfg``: the parsed options or the
+    results' ``env.config``); none without it."""
+    a = cfg.get("pics_anneal") if isinstance(cfg, dict) else cfg.pics_anneal
+    return {} if not a else {"anneal_sigma": float(a[0]), "anneal_iters": int(a[1])}
+
+
 def tune(vals, priors, cfg, run: Run) -> dict:
     """Every parameter chosen on the validation cases (mean PSNR), never on test cases."""
     out = {}
@@ -402,7 +409,8 @@ def tune(vals, priors, cfg, run: Run) -> dict:
                 key = lam if cfg.wavelet_grid == [0.0] else f"{lam:g},{w:g}"
                 res[key] = _mean([score(v, prior_pics(v["ksp"], v["maps"], prior, lam=lam,
                                                       max_iter=cfg.pics_iters, wavelet=w,
-                                                      flips=cfg.flips != "off")[0])
+                                                      flips=cfg.flips != "off",
+                                                      **_anneal(cfg))[0])
                                   for v in vals], "psnr")
         best = max(res, key=res.get)
         best_pics, best_w = ((best, 0.0) if cfg.wavelet_grid == [0.0] else
@@ -435,7 +443,8 @@ def run_case(name, case, priors, tuning, cfg, run: Run) -> dict:
         w = t.get("pics_wavelet", 0.0)
         m[f"{pname} PICS"] = {**score(case, prior_pics(ksp, maps, prior, lam=t["pics_lambda"],
                                                        max_iter=cfg.pics_iters, wavelet=w,
-                                                       flips=cfg.flips != "off")[0]),
+                                                       flips=cfg.flips != "off",
+                                                       **_anneal(cfg))[0]),
                               "lambda": t["pics_lambda"], **({"wavelet": w} if w else {})}
         r = fast_posterior(ksp, maps, prior, chains=cfg.chains, nfe=cfg.nfe,
                            sigma_start=t["sigma_start"], seed=0, keep_samples=True,
@@ -495,7 +504,8 @@ def write_defaults(path, tuning: dict, name: str, n_val: int, cfg: dict) -> None
                          **({"flips": True} if flips == "all" else {})},
                 "pics": {"lam": t["pics_lambda"], "iters": cfg["pics_iters"],
                          **({"wavelet": t["pics_wavelet"]} if t.get("pics_wavelet") else {}),
-                         **({"flips": True} if flips != "off" else {})},
+                         **({"flips": True} if flips != "off" else {}),
+                         **_anneal(cfg)},
                 "l1": {"lam": tuning[kind]["l1"], "iters": 100}}
 
     rd = methods("poisson")
@@ -679,6 +689,10 @@ def parse(argv=None):
                    help="prior PICS (pics) or every prior method (all) averages the score over "
                         "the four image-axis flips (mriprior.recon.priors.FlipAveraged; 4 x the "
                         "network compute)")
+    p.add_argument("--pics-anneal", metavar="SIGMA:ITERS", default=None,
+                   help="prior PICS anneals its denoiser level from SIGMA to the prior's "
+                        "reg_sigma over the first ITERS iterations (prior_pics' anneal_sigma / "
+                        "anneal_iters; default: none)")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU, tiny network, 3 steps, small grids: the same code path")
     cfg = p.parse_args(argv)
@@ -697,6 +711,13 @@ def parse(argv=None):
     cfg.l1_grid, cfg.pics_grid = floats(cfg.l1_grid), floats(cfg.pics_grid)
     cfg.wavelet_grid = floats(cfg.wavelet_grid)
     cfg.start_grid = floats(cfg.start_grid)
+    if cfg.pics_anneal is not None:
+        sigma, _, iters = cfg.pics_anneal.partition(":")
+        try:
+            cfg.pics_anneal = [float(sigma), int(iters)]
+        except ValueError:
+            p.error(f"--pics-anneal: expected SIGMA:ITERS (e.g. 0.1:25), "
+                    f"got {cfg.pics_anneal!r}")
     cfg.patterns = [k for k in cfg.patterns.split(",") if k]
     for k in cfg.patterns:
         if k not in PATTERNS:

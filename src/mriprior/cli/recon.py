@@ -7,7 +7,8 @@
 Methods: ``fast`` (DDS-style posterior sampler, --nfe network evaluations per chain),
 ``langevin`` (the founding paper's annealed-Langevin Algorithm 1: --levels, --skip, --steps,
 --lam; with --noise-var the exact-likelihood variant), ``pics`` (FISTA with the prior as
-regulariser, --lam, -i). See :mod:`mriprior.recon.posterior`.
+regulariser, --lam, -i, --wavelet, --flips; --anneal-sigma / --anneal-iters: the denoiser level
+lowered to --reg-sigma over the first iterations). See :mod:`mriprior.recon.posterior`.
 
 KSP: BART dims x y z coils (one 2D slice); SENS: x y z coils maps (e.g. ``bart ecalib -m1``).
 OUT: the MMSE image (``pics``: the regularised image), BART dims x y z 1 maps, in the data's
@@ -75,6 +76,10 @@ def add_arguments(p):
                         "plain CG; the default for fast is auto); langevin: the exact-likelihood "
                         "variant")
     p.add_argument("-i", dest="iters", type=int, help="pics: iterations")
+    p.add_argument("--anneal-sigma", type=float,
+                   help="pics: start the regulariser's denoiser level here and lower it "
+                        "geometrically to --reg-sigma over --anneal-iters iterations")
+    p.add_argument("--anneal-iters", type=int, help="pics: iterations of that annealing")
     p.add_argument("--reg-sigma", type=float, default=None,
                    help="pics: noise level of the denoiser in the regulariser (diffusion priors)")
     p.add_argument("--scaling", default="cg",
@@ -120,14 +125,15 @@ def resolve(args, prior) -> dict:
         out["noise_var"] = None if v in (None, "none") else _word_or_positive("--noise-var", v,
                                                                                "auto", "none")
     flag = {key: _flag(option) for option, key in OPTIONS[args.method].items()}
-    for key in ("chains", "nfe", "max_iter", "n_levels", "steps"):
+    for key in ("chains", "nfe", "max_iter", "n_levels", "steps", "anneal_iters"):
         if key in out and not (isinstance(out[key], int) and out[key] >= 1):
             raise InputError(f"{flag[key]} must be an integer >= 1, got {out[key]!r}")
     for key in ("lam", "wavelet"):
         if out.get(key) is not None and not out[key] >= 0:
             raise InputError(f"--{key} must be >= 0, got {out[key]!r}")
-    if out.get("sigma_start") is not None and not out["sigma_start"] > 0:
-        raise InputError(f"--sigma-start must be > 0, got {out['sigma_start']!r}")
+    for key in ("sigma_start", "anneal_sigma"):
+        if out.get(key) is not None and not out[key] > 0:
+            raise InputError(f"{flag[key]} must be > 0, got {out[key]!r}")
     if getattr(args, "flag", None) and out.get("chains", 2) < 2:
         raise InputError(f"--flag needs an interval from at least 2 chains, got --chains "
                          f"{out['chains']}")
@@ -242,7 +248,8 @@ def run(args):
                                                    progress)
     progress.close()
     shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                      for k, v in opts.items() if v is not None)
+                      for k, v in opts.items() if v is not None
+                      and not (k == "anneal_iters" and opts.get("anneal_sigma") is None))
     print(f"mriprior recon: {args.method} ({shown}), {args.pattern_kind.upper()} pattern, "
           f"data scale {float(scale[0]):g}, "
           f"{prior.nfe} network evaluations", file=sys.stderr)

@@ -79,7 +79,8 @@ _LIKELIHOODS = ("discretized_logistic_mixture",)
 RECON_DEFAULT_KEYS = {"fast": {"sigma_start": (float, 0.0), "nfe": (int, 1), "chains": (int, 1),
                                "flips": (bool, None)},
                       "pics": {"lam": (float, 0.0), "iters": (int, 1), "wavelet": (float, 0.0),
-                               "flips": (bool, None)},
+                               "flips": (bool, None), "anneal_sigma": (float, 0.0),
+                               "anneal_iters": (int, 1)},
                       "l1": {"lam": (float, 0.0), "iters": (int, 1)},
                       "langevin": {"lam": (float, 0.0), "chains": (int, 1)}}
 

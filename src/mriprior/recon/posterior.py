@@ -426,7 +426,8 @@ def fast_posterior(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, 
 def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam: float = 0.5,
                max_iter: int = 50, step: float | None = None, mask=None, scaling="cg",
                x0: torch.Tensor | None = None, callback=None, support: bool = True,
-               wavelet: float = 0.0, flips: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               wavelet: float = 0.0, flips: bool = False, anneal_sigma: float | None = None,
+               anneal_iters: int = 25) -> tuple[torch.Tensor, torch.Tensor]:
     """PICS with the prior as regulariser (module docstring). Returns ``(image, scale)`` with the
     image in the data's units.
 
@@ -442,10 +443,16 @@ def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam:
     cycle spinning, :class:`~mriprior.recon.wavelet.WaveletThreshold`) precedes the projection.
     ``flips``: the regulariser's denoiser averaged over the four image-axis flips
     (:class:`~mriprior.recon.priors.FlipAveraged`; 4 network evaluations per iteration).
+    ``anneal_sigma``: the regulariser's denoiser level starts there and falls geometrically to
+    the prior's ``reg_sigma`` over the first ``anneal_iters`` iterations (iteration ``k`` uses
+    ``anneal_sigma (reg_sigma / anneal_sigma)^(k / anneal_iters)``), the continuation of
+    plug-and-play methods: a coarse denoiser settles the aliasing first, the fine one the
+    detail; a prior with a score only (``reg_sigma`` set). Default None: ``reg_sigma`` throughout.
     """
     if lam < 0 or wavelet < 0 or max_iter < 1 or (step is not None and not step > 0):
         raise InputError(f"need lam >= 0, wavelet >= 0, max_iter >= 1, step > 0 (got {lam}, "
                          f"{wavelet}, {max_iter}, {step})")
+    levels = _anneal_levels(prior, anneal_sigma, anneal_iters)
     prior = FlipAveraged(prior) if flips else prior
     if step is None:
         step = 0.95 / (1.0 + lam * prior.reg_lipschitz)
@@ -455,11 +462,17 @@ def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam:
         start = (x0.to(prob.adj_y.dtype)
                  / prob.scale.reshape(-1, *([1] * (x0.ndim - 1))).to(prob.adj_y.dtype))
 
+    done = [0]  # iterations finished: the index of the next one's denoiser level
+
     def gradient_operator(v):  # the gradient of the objective is gradient_operator(v) - A^H y
         g = prob.op.normal(v)
-        return g + lam * prior.reg_grad(v) if lam else g
+        sigma = levels[min(done[0], len(levels) - 1)]
+        return g + lam * prior.reg_grad(v, sigma) if lam else g
 
-    cb = None if callback is None else (lambda it, v: callback(it + 1, max_iter))
+    def cb(it, v):
+        done[0] = it + 1
+        if callback is not None:
+            callback(it + 1, max_iter)
     prox = lambda v, mu: prob.project(v)  # noqa: E731
     if wavelet:
         from mriprior.recon.wavelet import WaveletThreshold
@@ -468,6 +481,20 @@ def prior_pics(ksp: torch.Tensor, maps: torch.Tensor, prior: ImagePrior, *, lam:
     x = fista(gradient_operator, prob.adj_y, prox, step=step, max_iter=max_iter, x0=start,
               callback=cb)
     return prob.unscale(prob.project(x)), prob.scale
+
+
+def _anneal_levels(prior: ImagePrior, sigma: float | None, iters: int) -> list:
+    """:func:`prior_pics`' denoiser level per iteration (the last one for the rest): ``[None]``
+    (the prior's own regulariser) without annealing."""
+    if sigma is None:
+        return [None]
+    if prior.reg_sigma is None:
+        raise InputError(f"anneal_sigma needs a prior with a score-based regulariser "
+                         f"(reg_sigma); {type(prior).__name__} has none")
+    if not (isinstance(iters, int) and iters >= 1 and sigma > 0 and math.isfinite(sigma)):
+        raise InputError(f"need anneal_sigma > 0 and anneal_iters >= 1 (got {sigma}, {iters})")
+    lo = prior.reg_sigma
+    return [sigma * (lo / sigma) ** (k / iters) for k in range(iters)] + [lo]
 
 
 METHODS = {"fast": fast_posterior, "langevin": langevin_posterior, "pics": prior_pics}
@@ -495,7 +522,8 @@ OPTIONS = {"fast": {"chains": "chains", "nfe": "nfe", "sigma_start": "sigma_star
                     "flips": "flips"},
            "langevin": {"chains": "chains", "levels": "n_levels", "skip": "skip",
                         "steps": "steps", "lam": "lam", "noise_var": "noise_var"},
-           "pics": {"lam": "lam", "iters": "max_iter", "wavelet": "wavelet", "flips": "flips"}}
+           "pics": {"lam": "lam", "iters": "max_iter", "wavelet": "wavelet", "flips": "flips",
+                    "anneal_sigma": "anneal_sigma", "anneal_iters": "anneal_iters"}}
 
 
 def tuned_options(method: str, prior, pattern: str = "2d") -> dict:

@@ -10,11 +10,12 @@ An :class:`ImagePrior` offers
     ``grad_x log p_sigma(x)`` of the prior smoothed by complex Gaussian noise with per-component
     standard deviation ``sigma`` (the VE-like convention of :mod:`mriprior.diffusion`), complex,
     same shape as ``x`` (``d/dRe + i d/dIm``). ``sigma`` is a number.
-``reg_grad(x)``
+``reg_grad(x, sigma=None)``
     the gradient of the regulariser a PICS reconstruction adds to its data term (see
     :func:`mriprior.recon.posterior.prior_pics`): for a diffusion prior the RED form
-    ``x - D(x, sigma_r) = -sigma_r^2 score(x, sigma_r)`` (dimensionless step weights, stable for
-    ``step * lam <= 1``); for an explicit-likelihood prior the gradient of its NLL in nats.
+    ``x - D(x, sigma_r) = -sigma_r^2 score(x, sigma_r)`` with ``sigma_r`` = ``sigma``, else
+    ``reg_sigma`` (dimensionless step weights, stable for ``step * lam <= 1`` at every
+    ``sigma_r``); for an explicit-likelihood prior the gradient of its NLL in nats.
 ``reg_lipschitz``
     a Lipschitz bound of ``reg_grad`` (1 for the RED form), which sets PICS's default step.
 ``sigma_min``, ``sigma_max``
@@ -105,10 +106,12 @@ class ImagePrior:
         level, see :mod:`mriprior.diffusion.samplers`)."""
         return lambda x, sigma: self.score(x, float(sigma.reshape(-1)[0]))
 
-    def reg_grad(self, x: torch.Tensor) -> torch.Tensor:
-        """Gradient of the PICS regulariser at ``x`` (see the module docstring)."""
-        if self.reg_sigma is not None:
-            return -(self.reg_sigma ** 2) * self.score(x, self.reg_sigma)
+    def reg_grad(self, x: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
+        """Gradient of the PICS regulariser at ``x`` (see the module docstring); ``sigma``: the
+        denoiser's level instead of ``reg_sigma`` (priors with a score only)."""
+        sigma = self.reg_sigma if sigma is None else sigma
+        if sigma is not None:
+            return -(sigma ** 2) * self.score(x, sigma)
         with torch.enable_grad():
             v = x.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(self.nll(v).sum(), v)
