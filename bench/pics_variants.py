@@ -2,13 +2,15 @@
 
     python bench/pics_variants.py --pack .gpu-eval-clin --prior bundled
 
-The prior's flip-averaged PICS + wavelet at its sidecar's settings (Poisson-disc R 8: lambda 0.03
-+ wavelet 0.0003; 1D R 5: 0.1 + 0.001; 50 FISTA iterations from zeros), against: a warm start
-from the tuned L1-wavelet image (lambda 0.001, as `bench/gpu/run.py` tunes it), and the
-regulariser's denoiser level annealed geometrically from 0.1 or 0.05 down to the prior's
-``reg_sigma`` over the first 25 iterations (the schedule of plug-and-play methods). The pack's
-validation slices only (seeds 100 + j, as `bench/gpu/run.py`); prints and writes mean PSNR per
-variant to bench/results/pics_variants.json.
+The prior's flip-averaged PICS + wavelet at fixed settings (Poisson-disc R 8: lambda 0.03 +
+wavelet 0.0003; 1D R 5: 0.1 + 0.001; 50 FISTA iterations from zeros, no annealing: the bundled
+sidecar's before 2026-12-06), against: a warm start from the tuned L1-wavelet image (lambda
+0.001, as `bench/gpu/run.py` tunes it), and the regulariser's denoiser level annealed
+geometrically from SIGMA down to the prior's ``reg_sigma`` over the first N iterations
+(``prior_pics(anneal_sigma=SIGMA, anneal_iters=N)``, variants "anneal SIGMA/N"; the schedule of
+plug-and-play methods). The pack's validation slices only (seeds 100 + j, as
+`bench/gpu/run.py`); prints and writes mean PSNR per variant to
+bench/results/pics_variants.json.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SETTINGS = {"poisson": (0.03, 0.0003), "1d": (0.1, 0.001)}
 VARIANTS = {"base": {}, "x0=L1": {"warm": True}, "anneal 0.1/25": {"anneal": (0.1, 25)},
             "anneal 0.05/25": {"anneal": (0.05, 25)}, "anneal 0.2/25": {"anneal": (0.2, 25)},
-            "anneal 0.1/10": {"anneal": (0.1, 10)}, "anneal 0.1/40": {"anneal": (0.1, 40)}}
+            "anneal 0.1/10": {"anneal": (0.1, 10)}, "anneal 0.1/40": {"anneal": (0.1, 40)},
+            "anneal 0.2/40": {"anneal": (0.2, 40)}, "anneal 0.1/50": {"anneal": (0.1, 50)},
+            "anneal 0.1/80, 100 it": {"anneal": (0.1, 80), "iters": 100}}
 
 
-def run_pics(base, case, lam, wavelet, x0=None, anneal=None) -> torch.Tensor:
+def run_pics(base, case, lam, wavelet, x0=None, anneal=None, iters=50) -> torch.Tensor:
     hi, n = anneal if anneal is not None else (None, 25)
     with torch.no_grad():
-        return prior_pics(case["ksp"], case["maps"], base, lam=lam, max_iter=50, wavelet=wavelet,
-                          x0=x0, flips=True, anneal_sigma=hi, anneal_iters=n)[0]
+        return prior_pics(case["ksp"], case["maps"], base, lam=lam, max_iter=iters,
+                          wavelet=wavelet, x0=x0, flips=True, anneal_sigma=hi, anneal_iters=n)[0]
 
 
 def main(argv=None) -> int:
@@ -61,7 +65,7 @@ def main(argv=None) -> int:
             for name in a.variants:
                 v = VARIANTS[name]
                 x = run_pics(base, case, lam, wavelet, x0=l1 if v.get("warm") else None,
-                             anneal=v.get("anneal"))
+                             anneal=v.get("anneal"), iters=v.get("iters", 50))
                 res.setdefault(f"{kind} {name}", []).append(score(case, x)["psnr"])
                 print(kind, j, name, f"{res[f'{kind} {name}'][-1]:.2f} dB", flush=True)
     write_means(a.out, [int(i) for i in z["val_index"]], res, "pics_variants.py")

@@ -13,8 +13,6 @@ allowed).
 from __future__ import annotations
 
 import json
-import os
-import struct
 import subprocess
 import sys
 import textwrap
