@@ -35,7 +35,8 @@ VARIANTS = {"base": {}, "x0=L1": {"warm": True}, "anneal 0.1/25": {"anneal": (0.
             "anneal 0.05/25": {"anneal": (0.05, 25)}, "anneal 0.2/25": {"anneal": (0.2, 25)},
             "anneal 0.1/10": {"anneal": (0.1, 10)}, "anneal 0.1/40": {"anneal": (0.1, 40)},
             "anneal 0.2/40": {"anneal": (0.2, 40)}, "anneal 0.1/50": {"anneal": (0.1, 50)},
-            "anneal 0.1/80, 100 it": {"anneal": (0.1, 80), "iters": 100}}
+            "anneal 0.1/80, 100 it": {"anneal": (0.1, 80), "iters": 100},
+            "30 it": {"iters": 30}, "40 it": {"iters": 40}}
 
 
 def run_pics(base, case, lam, wavelet, x0=None, anneal=None, iters=50) -> torch.Tensor:
