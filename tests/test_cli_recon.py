@@ -156,6 +156,8 @@ def test_sidecar_recon_defaults_are_used_unless_overridden(case, tmp_path, capsy
     assert rc == 2 and "--anneal-sigma must be > 0" in err
     rc, err = run("--method", "pics", "--anneal-sigma", "0.5", "--anneal-iters", "0")
     assert rc == 2 and "--anneal-iters must be an integer >= 1" in err
+    rc, err = run("--method", "pics", "--anneal-iters", "5")  # nothing to anneal from
+    assert rc == 2 and "--anneal-iters needs --anneal-sigma" in err
     rc, err = run("--method", "langevin", "--levels", "4", "--skip", "0", "--steps", "1")
     assert rc == 0 and "langevin (chains 10, n_levels 4, skip 0, steps 1, lam 20)" in err  # library's
     rc, err = run("--chains", "0")

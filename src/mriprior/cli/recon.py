@@ -134,6 +134,9 @@ def resolve(args, prior) -> dict:
     for key in ("sigma_start", "anneal_sigma"):
         if out.get(key) is not None and not out[key] > 0:
             raise InputError(f"{flag[key]} must be > 0, got {out[key]!r}")
+    if getattr(args, "anneal_iters", None) is not None and out.get("anneal_sigma") is None:
+        raise InputError("--anneal-iters needs --anneal-sigma (the prior's recon_defaults set "
+                         "none for this pattern kind)")
     if getattr(args, "flag", None) and out.get("chains", 2) < 2:
         raise InputError(f"--flag needs an interval from at least 2 chains, got --chains "
                          f"{out['chains']}")
