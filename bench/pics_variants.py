@@ -1,6 +1,8 @@
 """Is prior PICS converged? Variants of its optimisation on the validation slices (issue 16).
 
     python bench/pics_variants.py --pack .gpu-eval-clin --prior bundled
+    python bench/pics_variants.py --pack .val8-clin --kinds 1d --variants "anneal 0.2/40" \
+        --setting 1d:0.05:0.001 --setting 1d:0.2:0.001     # other lambdas / wavelet weights
 
 The prior's flip-averaged PICS + wavelet at fixed settings (Poisson-disc R 8: lambda 0.03 +
 wavelet 0.0003; 1D R 5: 0.1 + 0.001; 50 FISTA iterations from zeros, no annealing: the bundled
@@ -16,6 +18,7 @@ bench/results/pics_variants.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 
@@ -46,6 +49,21 @@ def run_pics(base, case, lam, wavelet, x0=None, anneal=None, iters=50) -> torch.
                           wavelet=wavelet, x0=x0, flips=True, anneal_sigma=hi, anneal_iters=n)[0]
 
 
+def parse_settings(items, parser) -> dict:
+    out = {}
+    for item in items:
+        parts = item.split(":")
+        try:
+            kind, lam, wavelet = parts[0], float(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            parser.error(f"--setting {item!r}: expected KIND:LAMBDA:WAVELET")
+        if kind not in SETTINGS or len(parts) != 3:
+            parser.error(f"--setting {item!r}: expected KIND:LAMBDA:WAVELET, KIND in "
+                         f"{sorted(SETTINGS)}")
+        out.setdefault(kind, []).append((lam, wavelet))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pack", default=".gpu-eval-clin")
@@ -53,22 +71,27 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(HERE, "results", "pics_variants.json"))
     p.add_argument("--kinds", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--setting", action="append", default=[], metavar="KIND:LAMBDA:WAVELET",
+                   help="a kind's PICS lambda and wavelet weight instead of its default "
+                   "(repeatable: each is run; rows 'KIND LAMBDA/WAVELET VARIANT')")
     a = p.parse_args(argv)
+    settings = parse_settings(a.setting, p)
     z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
     base = load_image_prior(a.prior)
     res: dict = {}
     for kind in a.kinds:
-        lam, wavelet = SETTINGS[kind]
         for j in range(len(z["val"])):
             case = simulated_case(torch.from_numpy(z["val"][j]), kind, seed=100 + j)
             l1 = pics(case["ksp"], case["maps"], "l1", 0.001, 100, rescale=True)[0]
             res.setdefault(f"{kind} L1-wavelet", []).append(score(case, l1)["psnr"])
-            for name in a.variants:
+            for name, (lam, wavelet) in itertools.product(
+                    a.variants, settings.get(kind, [SETTINGS[kind]])):
                 v = VARIANTS[name]
+                tag = f"{kind} {lam:g}/{wavelet:g}" if kind in settings else kind
                 x = run_pics(base, case, lam, wavelet, x0=l1 if v.get("warm") else None,
                              anneal=v.get("anneal"), iters=v.get("iters", 50))
-                res.setdefault(f"{kind} {name}", []).append(score(case, x)["psnr"])
-                print(kind, j, name, f"{res[f'{kind} {name}'][-1]:.2f} dB", flush=True)
+                res.setdefault(f"{tag} {name}", []).append(score(case, x)["psnr"])
+                print(tag, j, name, f"{res[f'{tag} {name}'][-1]:.2f} dB", flush=True)
     write_means(a.out, [int(i) for i in z["val_index"]], res, "pics_variants.py")
     return 0
 
