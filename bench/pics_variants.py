@@ -50,17 +50,17 @@ def run_pics(base, case, lam, wavelet, x0=None, anneal=None, iters=50) -> torch.
 
 
 def parse_settings(items, parser) -> dict:
+    """``--setting KIND:LAMBDA:WAVELET`` values -> ``{kind: [(lam, wavelet), ...]}``."""
     out = {}
     for item in items:
         parts = item.split(":")
         try:
-            kind, lam, wavelet = parts[0], float(parts[1]), float(parts[2])
-        except (IndexError, ValueError):
-            parser.error(f"--setting {item!r}: expected KIND:LAMBDA:WAVELET")
-        if kind not in SETTINGS or len(parts) != 3:
+            if len(parts) != 3 or parts[0] not in SETTINGS:
+                raise ValueError
+            out.setdefault(parts[0], []).append((float(parts[1]), float(parts[2])))
+        except ValueError:
             parser.error(f"--setting {item!r}: expected KIND:LAMBDA:WAVELET, KIND in "
                          f"{sorted(SETTINGS)}")
-        out.setdefault(kind, []).append((lam, wavelet))
     return out
 
 
@@ -76,6 +76,8 @@ def main(argv=None) -> int:
                    "(repeatable: each is run; rows 'KIND LAMBDA/WAVELET VARIANT')")
     a = p.parse_args(argv)
     settings = parse_settings(a.setting, p)
+    if not os.path.isfile(os.path.join(a.pack, "pack.npz")):
+        p.error(f"--pack {a.pack}: no pack.npz there (make one with bench/gpu/pack.py)")
     z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
     base = load_image_prior(a.prior)
     res: dict = {}

@@ -52,7 +52,10 @@ def val_rows(spec: str) -> tuple[str, np.ndarray, np.ndarray]:
         base_path, wide_path, row = rest.split(":", 2)
     except ValueError:
         raise SystemExit(f"width.py: --val {spec!r}: expected KIND=BASE.json:WIDE.json:ROW")
-    base, wide = (json.loads(Path(p).read_text()) for p in (base_path, wide_path))
+    try:
+        base, wide = (json.loads(Path(p).read_text()) for p in (base_path, wide_path))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"width.py: --val {kind}: {e}")
     if base["slices"] != wide["slices"]:
         raise SystemExit(f"width.py: --val {kind}: {base_path} and {wide_path} hold other slices")
     for path, res in ((base_path, base), (wide_path, wide)):
