@@ -39,6 +39,9 @@ VARIANTS = {"base": {}, "x0=L1": {"warm": True}, "anneal 0.1/25": {"anneal": (0.
             "anneal 0.1/10": {"anneal": (0.1, 10)}, "anneal 0.1/40": {"anneal": (0.1, 40)},
             "anneal 0.2/40": {"anneal": (0.2, 40)}, "anneal 0.1/50": {"anneal": (0.1, 50)},
             "anneal 0.1/80, 100 it": {"anneal": (0.1, 80), "iters": 100},
+            "anneal 0.4/40": {"anneal": (0.4, 40)},
+            "anneal 0.4/60, 80 it": {"anneal": (0.4, 60), "iters": 80},
+            "anneal 1/80, 100 it": {"anneal": (1.0, 80), "iters": 100},
             "30 it": {"iters": 30}, "40 it": {"iters": 40}}
 
 

@@ -122,8 +122,54 @@ def test_no_flips_no_crop_is_the_source(cplx):
     sd = SliceDataset(cplx, flips=False)
     src = open_dataset(cplx)
     for key in [(0, 0, 0), (4, 17, 9), (9, 3, len(sd) - 1)]:
-        assert sd.augmentation(*key[:2]) == (0, 0, False, False)
+        assert sd.augmentation(*key[:2]) == (0, 0, False, False, False, 1.0)
         np.testing.assert_array_equal(sd[key][0].numpy(), src[sd.source_index(key[2])].real)
+
+
+@pytest.fixture(scope="module")
+def square(tmp_path_factory):
+    """Complex 12 x 12 slices: the top-left 12 x 12 of :func:`_image` (asymmetric in y, x)."""
+    path = tmp_path_factory.mktemp("loader") / "square"
+    with DatasetWriter(path, "complex", (Y, Y), shard_size=9) as w:
+        for i in range(10):
+            w.add(_image(i)[:, :Y].copy(), {"source": f"s{i}", "split": "train"})
+    return path
+
+
+def test_transposes_and_gain(square):
+    """Each item is the crop window of the flipped, then transposed slice, times its gain; the
+    8 flips / transposes all occur; gains are log-uniform in the range; and turning the options
+    on changes no crop or flip."""
+    crop, lo, hi = (5, 7), 0.5, 2.0
+    sd = SliceDataset(square, crop=crop, seed=3, transposes=True, gain=(lo, hi))
+    plain = SliceDataset(square, crop=crop, seed=3)
+    src = open_dataset(square)
+    seen, gains = set(), []
+    for epoch in range(4):
+        for position in range(len(sd)):
+            aug = sd.augmentation(epoch, position)
+            assert aug[:4] == plain.augmentation(epoch, position)[:4]
+            ref = src[sd.source_index(position)]
+            ref = ref[::-1] if aug.flip_y else ref
+            ref = ref[:, ::-1] if aug.flip_x else ref
+            ref = (ref.T if aug.transpose else ref)[aug.oy:aug.oy + crop[0],
+                                                    aug.ox:aug.ox + crop[1]]
+            item = sd[(epoch, position, position)].numpy()
+            np.testing.assert_allclose(item, aug.gain * np.stack([ref.real, ref.imag]),
+                                       rtol=1e-6)
+            seen.add((aug.flip_y, aug.flip_x, aug.transpose))
+            gains.append(aug.gain)
+    assert len(seen) == 8
+    assert lo <= min(gains) and max(gains) <= hi
+    assert 0.3 < np.mean(np.log(gains) < 0) < 0.7  # log-uniform: median 1 for (0.5, 2)
+
+
+def test_transposes_and_gain_refused(cplx, square):
+    with pytest.raises(InputError, match=r"transposes need square slices.*\(12, 16\)"):
+        SliceDataset(cplx, transposes=True)
+    for bad in ((0.0, 1.0), (2.0, 1.0), (1.0,), "x"):
+        with pytest.raises(InputError, match="gain"):
+            SliceDataset(square, gain=bad)
 
 
 def test_split_selection(cplx):

@@ -19,6 +19,7 @@ from mriprior.io.files import sha256_file
 from mriprior.priors.config import load_config, validate_config
 from mriprior.priors.export import load_prior
 from mriprior.engine import latest_checkpoint, list_checkpoints, state_sha256
+from mriprior.engine.checkpoints import check_fixed
 from mriprior.priors.train import train
 from tiny_data import prior_config
 
@@ -54,6 +55,8 @@ def test_config_paths_resolve_against_the_config_file():
     (lambda r: r.update(model={"preset": "huge"}), "model.preset: unknown preset"),
     (lambda r: r["heldout"].update(sigmas=[0.1, -1]), "heldout.sigmas:"),
     (lambda r: r["optim"].update(betas=[0.9]), "optim.betas: expected two numbers"),
+    (lambda r: r["data"].update(gain=[2.0, 1.0]), "data.gain: must be .lo, hi. with 0 < lo <= hi"),
+    (lambda r: r["data"].update(transposes="yes"), "data.transposes: expected bool"),
 ])
 def test_config_errors_name_the_key(tmp_path, dataset, mutate, message):
     raw = _raw(dataset, tmp_path / "run")
@@ -200,6 +203,23 @@ def test_exact_resume_is_bit_identical(tmp_path, dataset):
     changed["model"]["base_channels"] = 16
     with pytest.raises(InputError, match="model differs"):
         train(changed, resume=True)
+    changed = _raw(dataset, tmp_path / "b", **over)
+    changed["data"]["transposes"] = True
+    with pytest.raises(InputError, match="data.transposes differs"):
+        train(changed, resume=True)
+
+
+def test_check_fixed_entries_missing_from_older_checkpoints(tmp_path):
+    """An entry a checkpoint's config predates counts as its value then (``missing``)."""
+    old = {"data": {"flips": True}}
+    new = {"data": {"flips": True, "transposes": False}}
+    keys, before = [("data", "flips"), ("data", "transposes")], {("data", "transposes"): False}
+    check_fixed(old, new, keys, tmp_path, missing=before)
+    with pytest.raises(InputError, match="data.transposes differs"):
+        check_fixed(old, {"data": {"flips": True, "transposes": True}}, keys, tmp_path,
+                    missing=before)
+    with pytest.raises(InputError, match="data.transposes differs"):  # no default given
+        check_fixed(old, new, keys, tmp_path)
 
 
 def test_checkpoint_contents_and_atomic_writes(tmp_path, dataset, monkeypatch):

@@ -17,10 +17,13 @@ Determinism contract
 
   * the order of epoch ``e`` is ``numpy.random.default_rng([ORDER, seed, e]).permutation(n)``
     over the ``n`` slices of the split (:func:`epoch_order`);
-  * the sample at position ``p`` of that order gets its crop offset and flips from
-    ``default_rng([AUGMENT, seed, e, p])`` (:meth:`SliceDataset.augmentation`): the crop is
-    placed uniformly, the y and x flips are independent with p = 0.5, and the crop is a window
-    of the (possibly) flipped slice.
+  * the sample at position ``p`` of that order gets its crop offset, flips, transpose and gain
+    from ``default_rng([AUGMENT, seed, e, p])`` (:meth:`SliceDataset.augmentation`): the crop
+    is placed uniformly, the y and x flips and the transpose (the y <-> x swap; with the flips,
+    the 8 flips / 90-degree rotations) are independent with p = 0.5, the intensity gain is
+    log-uniform in ``gain = (lo, hi)``, and the crop is a window of the (possibly) flipped,
+    then transposed slice. Every draw is made whether its option is on or not, in that order,
+    so turning an option on changes no other draw.
 
   Hence batches do not depend on ``num_workers``, on restarts, or (per sample) on the number of
   ranks, and the global torch RNG is never touched.
@@ -35,7 +38,7 @@ Distributed sharding
 Resume contract
   Step ``k`` (the k-th batch, counting from 0 over all epochs) is batch ``k % S`` of epoch
   ``k // S``, with ``S`` = :attr:`Loader.steps_per_epoch`. ``make_loader(..., start_step=k)``
-  yields exactly the batches a fresh loader would yield from step ``k`` on, crops and flips
+  yields exactly the batches a fresh loader would yield from step ``k`` on, augmentations
   included. :meth:`Loader.state` gives a :class:`LoaderState` (plain ints) to put in a
   checkpoint; pass it (or its ``step``) back as ``start_step``.
 """
@@ -75,12 +78,15 @@ def rank_positions(n: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
 
 
 class Augmentation(NamedTuple):
-    """Crop offset (in the flipped slice) and flips of one sample."""
+    """Crop offset (in the flipped, transposed slice), flips, transpose and intensity gain of
+    one sample."""
 
     oy: int
     ox: int
     flip_y: bool
     flip_x: bool
+    transpose: bool = False
+    gain: float = 1.0
 
 
 def _window(offset: int, size: int, full: int, flip: bool) -> slice:
@@ -107,13 +113,29 @@ def _crop_shape(crop, shape) -> tuple[int, int]:
     return cy, cx
 
 
+def _gain_range(gain) -> tuple[float, float] | None:
+    """``None`` or ``(lo, hi)`` with ``0 < lo <= hi`` (finite)."""
+    if gain is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in gain)
+    except (TypeError, ValueError):
+        raise InputError(f"gain must be None or (lo, hi), not {gain!r}") from None
+    if not (0 < lo <= hi < math.inf):
+        raise InputError(f"gain (lo, hi) needs 0 < lo <= hi, finite; got {gain!r}")
+    return lo, hi
+
+
 class SliceDataset(torch.utils.data.Dataset):
-    """Slices of one split as float32 ``(C, y, x)`` tensors, with keyed random crop / flips.
+    """Slices of one split as float32 ``(C, y, x)`` tensors, with keyed random crop / flips /
+    transposes / intensity gains.
 
     ``dataset_or_path``: a :class:`~mriprior.data.dataset.Dataset` or its folder. ``split``:
     "train", "val", "test" or None (all slices). ``crop``: None, an int or ``(cy, cx)``.
-    ``flips``: random y / x flips. ``channels``: "complex" (C = 2) or "magnitude" (C = 1).
-    ``seed``: the augmentation (and, by default, order) seed.
+    ``flips``: random y / x flips. ``transposes``: random y <-> x swaps (square slices only).
+    ``gain``: None or ``(lo, hi)`` with ``0 < lo <= hi``: every sample multiplied by a
+    log-uniform random factor in that range (intensity scaling). ``channels``: "complex"
+    (C = 2) or "magnitude" (C = 1). ``seed``: the augmentation (and, by default, order) seed.
 
     Item keys: ``(epoch, position, index)`` -- the sample ``index`` (0 .. len - 1 within the
     split) at ``position`` of epoch ``epoch``'s order, augmented by
@@ -121,7 +143,8 @@ class SliceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset_or_path, split: str | None = "train", crop=None,
-                 flips: bool = True, channels: str = "complex", seed: int = 0):
+                 flips: bool = True, channels: str = "complex", seed: int = 0,
+                 transposes: bool = False, gain=None):
         if channels not in CHANNELS:
             raise InputError(f"channels must be one of {CHANNELS}, not {channels!r}")
         if split is not None and split not in SPLITS:
@@ -133,6 +156,9 @@ class SliceDataset(torch.utils.data.Dataset):
         self.seed = check_int("seed", seed, 0)
         self.kind, self.shape = ds.kind, tuple(ds.shape)
         self.crop = _crop_shape(crop, self.shape)
+        self.transposes, self.gain = bool(transposes), _gain_range(gain)
+        if self.transposes and self.shape[0] != self.shape[1]:
+            raise InputError(f"transposes need square slices; {self.path} has {self.shape}")
         indices = ds.indices(split)
         if len(indices) == 0:
             raise InputError(f"split {split!r} of {self.path} has no slices")
@@ -166,21 +192,32 @@ class SliceDataset(torch.utils.data.Dataset):
         return int(self._open()[1][index])
 
     def augmentation(self, epoch: int, position: int) -> Augmentation:
-        """Crop offset and flips of the sample at ``position`` of epoch ``epoch``."""
+        """Crop offset, flips, transpose and gain of the sample at ``position`` of epoch
+        ``epoch``."""
         rng = np.random.default_rng([AUGMENT, self.seed, int(epoch), int(position)])
         (ny, nx), (cy, cx) = self.shape, self.crop
         oy = int(rng.integers(0, ny - cy + 1))
         ox = int(rng.integers(0, nx - cx + 1))
         fy, fx = (self.flips and bool(f) for f in rng.random(2) < 0.5)  # drawn either way
-        return Augmentation(oy, ox, fy, fx)
+        tr = self.transposes and bool(rng.random() < 0.5)  # drawn either way
+        u = float(rng.random())  # drawn either way
+        g = 1.0 if self.gain is None else math.exp(math.log(self.gain[0]) + u * math.log(
+            self.gain[1] / self.gain[0]))
+        return Augmentation(oy, ox, fy, fx, tr, g)
 
     def load(self, index: int, aug: Augmentation) -> torch.Tensor:
         """Sample ``index`` of the split with augmentation ``aug``: float32 ``(C, cy, cx)``."""
         ds, indices = self._open()
         src = ds[int(indices[index])]
         (ny, nx), (cy, cx) = self.shape, self.crop
-        view = src[_window(aug.oy, cy, ny, aug.flip_y), _window(aug.ox, cx, nx, aug.flip_x)]
-        return torch.from_numpy(self._channels(view))
+        if aug.transpose:  # window (cy, cx) of the transpose = transposed window (cx, cy)
+            view = src[_window(aug.ox, cx, ny, aug.flip_y), _window(aug.oy, cy, nx, aug.flip_x)].T
+        else:
+            view = src[_window(aug.oy, cy, ny, aug.flip_y), _window(aug.ox, cx, nx, aug.flip_x)]
+        out = self._channels(view)
+        if aug.gain != 1.0:
+            out *= np.float32(aug.gain)
+        return torch.from_numpy(out)
 
     def _channels(self, view: np.ndarray) -> np.ndarray:
         out = np.empty((self.num_channels,) + view.shape, np.float32)
@@ -362,7 +399,7 @@ def make_loader(dataset, batch_size: int, num_workers: int = 2, seed: int | None
     """A deterministic, resumable loader of float32 ``(batch_size, C, y, x)`` batches.
 
     ``dataset``: a :class:`SliceDataset`, or a dataset / folder wrapped in one with
-    ``slice_options`` (split, crop, flips, channels) and ``seed``. ``seed``: the order seed;
+    ``slice_options`` (split, crop, flips, channels, transposes, gain) and ``seed``. ``seed``: the order seed;
     None means the SliceDataset's seed (0 unless given). ``start_step``: an int, or a
     :class:`LoaderState` from a checkpoint (checked against this loader's steps per epoch).
     ``total_steps``: stop before this absolute step (None: run forever over epochs).

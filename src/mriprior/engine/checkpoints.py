@@ -122,24 +122,32 @@ def save_run_checkpoint(ctx, output, step: int, *, fmt: str, config: dict, state
     return path
 
 
-def check_fixed(saved: dict, config: dict, keys, path: Path) -> None:
+_MISSING = object()
+
+
+def check_fixed(saved: dict, config: dict, keys, path: Path, missing=None) -> None:
     """InputError naming the first config entry (``("model",)``, ``("data", "path")``, ...)
-    that differs between a checkpoint's config and the run's."""
+    that differs between a checkpoint's config and the run's. ``missing``: entry -> the value
+    a checkpoint written before that entry existed had (its default then)."""
     for key in keys:
         a, b = saved, config
         for k in key:
-            a, b = (a or {}).get(k), (b or {}).get(k)
+            a = a.get(k, _MISSING) if isinstance(a, dict) else _MISSING
+            b = (b or {}).get(k)
+        if a is _MISSING:
+            a = (missing or {}).get(tuple(key))
         if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
             raise InputError(f"{path}: {'.'.join(key)} differs from the checkpoint's "
                              f"({a!r} vs {b!r}); resume needs the same setting")
 
 
 def resume_point(output, resume: bool, fmt: str, version: int | None = None, *,
-                 world_size: int | None = None, config: dict | None = None, fixed=()
-                 ) -> tuple[Path | None, dict | None]:
+                 world_size: int | None = None, config: dict | None = None, fixed=(),
+                 missing=None) -> tuple[Path | None, dict | None]:
     """The checkpoint a run starts from: ``(None, None)`` for a fresh start. Without ``resume``
     a folder holding checkpoints is an error; with it the newest readable checkpoint must have
-    been written with the same ``fixed`` config entries (:func:`check_fixed`) and, when given,
+    been written with the same ``fixed`` config entries (:func:`check_fixed`, with
+    ``missing``) and, when given,
     the same number of ranks (exact resume)."""
     newest = latest_checkpoint(output)
     if newest is not None and not resume:
@@ -149,7 +157,7 @@ def resume_point(output, resume: bool, fmt: str, version: int | None = None, *,
         return None, None
     path, ckpt = newest_readable_checkpoint(output, fmt, version)
     if config is not None:
-        check_fixed(ckpt["config"], config, fixed, path)
+        check_fixed(ckpt["config"], config, fixed, path, missing)
     if world_size is not None and ckpt.get("world_size", 1) != world_size:
         raise InputError(f"{path}: written by {ckpt.get('world_size', 1)} rank(s), resumed "
                          f"with {world_size}; exact resume needs the same world size")

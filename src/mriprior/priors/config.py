@@ -5,7 +5,8 @@ and default; ``model`` is checked by building the network)::
 
     model:      {preset: cpu-small, ...overrides}  or  {type: unet, ...network_from_config keys}
                 or {preset: pixelcnn-cpu, ...}     or  {type: pixelcnn, filters, n_resnet, ...}
-    data:       {path, split, crop, channels: complex|magnitude, flips, patches, num_workers}
+    data:       {path, split, crop, channels: complex|magnitude, flips, transposes, gain,
+                 patches, num_workers}
                 (patches: null, or {sizes, area, infer} for a patch prior, see
                 mriprior.priors.patches; crop must then be null)
     diffusion:  {type: ve, sigma_min, sigma_max, t_eps}  or  {type: vp, beta_min, beta_max, t_eps}
@@ -81,6 +82,10 @@ def in_unit_interval(v):
     return None if 0 <= v < 1 else f"must be in [0, 1), got {v}"
 
 
+def gain_range(v):
+    return None if 0 < v[0] <= v[1] else f"must be [lo, hi] with 0 < lo <= hi, got {v}"
+
+
 def adam_betas(v):
     return None if all(0 <= b < 1 for b in v) else f"must be two numbers in [0, 1), got {v}"
 
@@ -93,6 +98,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "crop": Field("crop", None, nullable=True, doc="int or [y, x]; null: whole slices"),
         "channels": Field(("complex", "magnitude"), "complex"),
         "flips": Field(bool, True),
+        "transposes": Field(bool, False, doc="random y <-> x swaps (with flips: the 8 flips / "
+                                               "90-degree rotations); square slices"),
+        "gain": Field("float_pair", None, nullable=True, check=gain_range,
+                      doc="[lo, hi]: intensity scaling, every sample times a log-uniform "
+                          "factor in [lo, hi]; null: none"),
         "patches": Field("patches", None, nullable=True,
                          doc="null: whole images / crops; {sizes: [16, 32, 64], area: 128, "
                              "infer: null}: a patch prior (mriprior.priors.patches) trained on "

@@ -74,7 +74,10 @@ _NOISE_TAG = 0x6E6F  # stream tags for per-rank seeds
 _TORCH_TAG = 0x746F
 # Config entries that must not change between a checkpoint and its resumption.
 _FIXED = (("model",), ("diffusion",), ("data", "path"), ("data", "split"), ("data", "crop"),
-          ("data", "channels"), ("data", "flips"), ("train", "batch_size"), ("train", "seed"))
+          ("data", "channels"), ("data", "flips"), ("data", "transposes"), ("data", "gain"),
+          ("train", "batch_size"), ("train", "seed"))
+# Their values in checkpoints written before the entry existed.
+_FIXED_BEFORE = {("data", "transposes"): False, ("data", "gain"): None}
 
 
 def _find_key(obj, key):
@@ -138,7 +141,8 @@ class _PriorTrainer:
         self.device, self.is_main = ctx.device, ctx.rank == 0
         self.output = Path(tcfg["output"])
         self.ckpt_path, ckpt = resume_point(self.output, resume, CKPT_FORMAT, CKPT_VERSION,
-                                            world_size=ctx.world_size, config=cfg, fixed=_FIXED)
+                                            world_size=ctx.world_size, config=cfg, fixed=_FIXED,
+                                            missing=_FIXED_BEFORE)
         # fine-tuning: the starting weights, checked before anything is written
         self.init_state = (_init_state(cfg) if ckpt is None and tcfg["init_from"] is not None
                            else None)
@@ -154,7 +158,8 @@ class _PriorTrainer:
         self.ds = open_dataset(dcfg["path"])
         try:
             slices = SliceDataset(self.ds, split=dcfg["split"], crop=dcfg["crop"],
-                                  flips=dcfg["flips"], channels=dcfg["channels"], seed=seed)
+                                  flips=dcfg["flips"], channels=dcfg["channels"], seed=seed,
+                                  transposes=dcfg["transposes"], gain=dcfg["gain"])
         except InputError as e:
             raise InputError(f"data.path {dcfg['path']}: {e}") from None
         self.patches = (check_patches(dcfg["patches"], slices.shape)
