@@ -67,6 +67,14 @@ def measure(prior_path: str, val: torch.Tensor) -> tuple[list, list]:
         return sigmas, heldout_dsm_loss(prior.model.scaled_score, x, sigmas, seed=0).tolist()
 
 
+def write_json(path: str, obj: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
 def table(res: dict) -> str:
     sigmas = res["flips"]["sigmas"] if "flips" in res else next(iter(res.values()))["sigmas"]
     cols = [i for i in range(0, len(sigmas), 2)]
@@ -115,9 +123,8 @@ def main(argv=None) -> int:
                     {"data.gain": [a.gain_lo, a.gain_hi]}}
         print(f"{arm}: " + ", ".join(f"{s:.3g}: {v:.4f}" for s, v in zip(sigmas, loss)),
               flush=True)
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps({"pack": a.pack, "val_slices": len(val),
-                                        "base": a.base, "results": res}, indent=1))
+        write_json(a.json, {"pack": a.pack, "val_slices": len(val), "base": a.base,
+                            "results": res})  # after every arm: an interrupted run keeps them
     print(table(res))
     return 0
 
