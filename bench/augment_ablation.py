@@ -17,7 +17,8 @@ semantics: an interrupted arm continues; a finished arm is not retrained). Arms:
 
 Then each prior's held-out denoising loss at the 12 levels of ``bench/uncertainty.py --measure``
 (same function, slices and noise draw) on the pack's validation slices. Prints a markdown table
-(loss per level, and each arm's ratio to ``flips``) and writes JSON to ``--json``.
+(loss per level, and each arm's ratio to ``flips``) and writes JSON to ``--json`` after every
+arm (arms an earlier call measured on the same pack stay in it, so arms can be run apart).
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ def main(argv=None) -> int:
     if not os.path.isfile(pack):
         p.error(f"--pack {a.pack}: no pack.npz there (make one with bench/gpu/pack.py)")
     val = torch.from_numpy(np.load(pack, allow_pickle=False)["val"])
-    res = {}
+    res = {}  # arms measured by an earlier call on the same pack are kept (the file is shared)
+    if Path(a.json).is_file():
+        old = json.loads(Path(a.json).read_text())
+        res = old["results"] if old.get("pack") == a.pack else {}
     for arm in a.arms:
         try:
             cfg = arm_config(a, arm)
