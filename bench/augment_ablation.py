@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -36,19 +35,26 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mriprior.diffusion.losses import heldout_dsm_loss  # noqa: E402
 from mriprior.errors import InputError  # noqa: E402
+from mriprior.io.files import atomic_write_json  # noqa: E402
 from mriprior.priors.config import load_config  # noqa: E402
 from mriprior.priors.train import train  # noqa: E402
-from mriprior.recon.priors import load_image_prior  # noqa: E402
 
-ARMS = {"flips": {}, "none": {"data.flips": False},
-        "flips+transposes": {"data.transposes": True}, "flips+gain": "gain"}
+from uncertainty import denoising_loss  # noqa: E402  (bench/ is sys.path[0] as a script)
+
+ARMS = ("flips", "none", "flips+transposes", "flips+gain")
+
+
+def arm_overrides(a, arm: str) -> dict:
+    """The config entries an arm changes in the base recipe."""
+    return {"flips": {}, "none": {"data.flips": False},
+            "flips+transposes": {"data.transposes": True},
+            "flips+gain": {"data.gain": [a.gain_lo, a.gain_hi]}}[arm]
 
 
 def arm_config(a, arm: str) -> dict:
-    over = ARMS[arm] if ARMS[arm] != "gain" else {"data.gain": [a.gain_lo, a.gain_hi]}
-    return load_config(a.base, {**over, "train.steps": a.steps, "heldout.every": a.steps // 3,
+    return load_config(a.base, {**arm_overrides(a, arm), "train.steps": a.steps,
+                                "heldout.every": a.steps // 3,
                                 "train.output": str(Path(a.out_root).resolve() / arm)})
 
 
@@ -57,23 +63,6 @@ def minutes(output: Path, steps: int, batch: int) -> float:
     rates = [r["images_per_s"] for r in map(json.loads, (output / "log.jsonl").read_text()
                                             .splitlines()) if "images_per_s" in r]
     return steps * batch / float(np.median(rates)) / 60
-
-
-def measure(prior_path: str, val: torch.Tensor) -> tuple[list, list]:
-    prior = load_image_prior(prior_path)
-    x = torch.stack([val.real, val.imag], 1).float()
-    sigmas = torch.exp(torch.linspace(math.log(prior.sigma_min / 2), math.log(prior.sigma_max),
-                                      12, dtype=torch.float64)).tolist()
-    with torch.no_grad():
-        return sigmas, heldout_dsm_loss(prior.model.scaled_score, x, sigmas, seed=0).tolist()
-
-
-def write_json(path: str, obj: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
 
 
 def table(res: dict) -> str:
@@ -95,7 +84,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", default=str(ROOT / "configs" / "edm-patch-cpu-150-mixed.yaml"))
     p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     p.add_argument("--gain-lo", type=float, default=0.5)
     p.add_argument("--gain-hi", type=float, default=1.0)
     p.add_argument("--pack", default=".val8-clin")
@@ -103,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "augment" /
                                          "augment_ablation.json"))
     a = p.parse_args(argv)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     if a.steps < 3:
         p.error(f"--steps must be >= 3, got {a.steps}")
     pack = os.path.join(a.pack, "pack.npz")
@@ -119,15 +109,14 @@ def main(argv=None) -> int:
             out = train(cfg, resume=True)
         except InputError as e:
             raise SystemExit(f"augment_ablation.py: arm {arm}: {e}")
-        sigmas, loss = measure(out["prior"], val)
+        sigmas, loss = denoising_loss(out["prior"], val)
         res[arm] = {"sigmas": sigmas, "loss": loss, "steps": out["step"],
                     "minutes": minutes(Path(out["output"]), out["step"],
                                        cfg["train"]["batch_size"]),
-                    "overrides": ARMS[arm] if arm != "flips+gain" else
-                    {"data.gain": [a.gain_lo, a.gain_hi]}}
+                    "overrides": arm_overrides(a, arm)}
         print(f"{arm}: " + ", ".join(f"{s:.3g}: {v:.4f}" for s, v in zip(sigmas, loss)),
               flush=True)
-        write_json(a.json, {"pack": a.pack, "val_slices": len(val), "base": a.base,
+        atomic_write_json(a.json, {"pack": a.pack, "val_slices": len(val), "base": a.base,
                             "results": res})  # after every arm: an interrupted run keeps them
     print(table(res))
     return 0

@@ -56,17 +56,23 @@ VARIANTS = {"means": {}, "draws": {"draws": True}}
 PATTERN_NAMES = {"poisson": "Poisson-disc R 8", "1d": "1D R 5"}
 
 
-def measure(a) -> None:
-    """The prior's held-out denoising loss per level on the validation slices, into its
-    sidecar."""
-    z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
-    prior = load_image_prior(a.prior)
-    val = torch.from_numpy(z["val"])
+def denoising_loss(prior_path: str, val: torch.Tensor) -> tuple[list, list]:
+    """``(sigmas, loss)``: the prior's held-out DSM loss on complex images ``val (n, y, x)`` at
+    12 geometric levels from half its ``sigma_min`` to its ``sigma_max``, one fixed noise draw."""
+    prior = load_image_prior(prior_path)
     x = torch.stack([val.real, val.imag], 1).float()
     sigmas = torch.exp(torch.linspace(math.log(prior.sigma_min / 2), math.log(prior.sigma_max),
                                       12, dtype=torch.float64)).tolist()
     with torch.no_grad():
-        loss = heldout_dsm_loss(prior.model.scaled_score, x, sigmas, seed=0).tolist()
+        return sigmas, heldout_dsm_loss(prior.model.scaled_score, x, sigmas, seed=0).tolist()
+
+
+def measure(a) -> None:
+    """The prior's held-out denoising loss per level on the validation slices, into its
+    sidecar."""
+    z = np.load(os.path.join(a.pack, "pack.npz"), allow_pickle=False)
+    val = torch.from_numpy(z["val"])
+    sigmas, loss = denoising_loss(a.prior, val)
     path = set_denoising_error(a.prior, sigmas, loss,
                                f"{len(val)} validation slices of {a.pack} (bench/uncertainty.py "
                                "--measure)")
