@@ -249,3 +249,38 @@ def test_write_defaults_stores_the_1d_settings_and_flips(tmp_path):
     assert run.parse(["--pics-anneal", "0.1:25"]).pics_anneal == [0.1, 25]
     with pytest.raises(SystemExit):
         run.parse(["--pics-anneal", "0.1"])
+
+
+def test_dry_run_init_continues_a_prior(sources, tmp_path):
+    """``--init``: a second call starts from the first call's exported weights (with lr 0 they
+    come back unchanged, where a fresh start exports other weights); a different network is
+    refused before any data are built."""
+    from safetensors.torch import load_file
+    pack, run = _load("pack"), _load("run")
+    pack.pack(sources / "open", sources / "complex", tmp_path / "p", real=sources / "real",
+              n_val=1, n_test=1, log=lambda m: None)
+    common = ["--pack", str(tmp_path / "p"), "--dry-run", "--budget", "100000", "--workers", "1",
+              "--patterns", "poisson", "--samples", "0"]
+    first = tmp_path / "first"
+    assert run.main(common + ["--out", str(first), "--steps", "2"]) == 0
+    start = first / "prior-edm-gpu"
+    cont, fresh = tmp_path / "cont", tmp_path / "fresh"
+    assert run.main(common + ["--out", str(cont), "--init", str(start), "--lr", "0"]) == 0
+    assert run.main(common + ["--out", str(fresh), "--lr", "0"]) == 0
+    w0, w1, w2 = (load_file(str(d / "prior-edm-gpu.safetensors")) for d in (first, cont, fresh))
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert not all(torch.equal(w0[k], w2[k]) for k in w0)
+    meta = json.loads((cont / "prior-edm-gpu.json").read_text())
+    first_meta = json.loads((first / "prior-edm-gpu.json").read_text())
+    assert meta["training"]["init_from"]["steps"] == 2
+    assert meta["training"]["init_from"]["path"] == "prior-edm-gpu"
+    assert len(meta["training"]["init_from"]["weights_sha256"]) == 64
+    assert meta["diffusion"]["sigma_data"] == first_meta["diffusion"]["sigma_data"]
+    other = json.dumps({"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
+                        "attention_levels": [1]})
+    with pytest.raises(InputError, match="--init .*network differs"):
+        run.main(common + ["--out", str(tmp_path / "bad"), "--init", str(start), "--net", other])
+    assert not (tmp_path / "bad" / "prior-edm-gpu.safetensors").exists()
+    with pytest.raises(SystemExit):
+        run.main(common + ["--out", str(tmp_path / "x"), "--init", str(start), "--prior",
+                           str(start)])

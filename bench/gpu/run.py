@@ -32,6 +32,11 @@ this run), ``train_log.jsonl``, ``results.json`` (every number), ``samples.png``
 ``--prior NAME``: skip data and training and evaluate an exported prior (a second, shorter
 call when the first one's evaluation failed; docs/gpu.md).
 
+``--init NAME``: continue training an earlier call's exported prior (same network; its weights
+start the network and the EMA, its ``sigma_data`` is kept, the EMA has no ramp-up; the sidecar
+records the start's weights hash and steps), so that several short loans add up to one longer
+run. The weights travel with the call as a carried path (13 MiB at the default size).
+
 ``--dry-run``: the same code path on the CPU with a tiny network and few steps (the test
 suite runs it on a tiny pack, so the device call is never the first run of this script).
 """
@@ -58,11 +63,13 @@ from mriprior.data.importers import fit_slice, normalize_slice
 from mriprior.data.simulate import complex_from_magnitude, slice_seed
 from mriprior.diffusion import EMA, ScoreModel, edm_loss, heldout_dsm_loss
 from mriprior.errors import InputError
+from mriprior.io.files import sha256_file
 from mriprior.io.images import read_image_bytes
 from mriprior.physics.espirit import espirit
 from mriprior.experiments.recon_cases import (PATTERNS, real_case, score, simulated_case,
                                               uncertainty)
-from mriprior.priors.export import save_prior, set_recon_defaults
+from mriprior.priors.export import (load_prior, prior_files, read_sidecar, save_prior,
+                                    set_recon_defaults)
 from mriprior.priors.networks import count_parameters, network_from_config, network_from_preset
 from mriprior.recon.classical import pics, sense_combine
 from mriprior.recon.posterior import fast_posterior, prior_pics
@@ -301,19 +308,53 @@ def _loop(loss_step, opt, net, ema, meta, cfg, train_budget: float, channels_las
     return step, time.perf_counter() - t_start
 
 
-def train_prior(data: dict, cfg, device, run: Run) -> dict:
-    x = data["x"]
-    n = len(x)
+def network_config(cfg) -> dict:
+    """The network this call trains: the published preset, ``--base-channels``, ``--net``."""
     net_cfg = dict(network_from_preset("published").config)
     net_cfg.update(base_channels=cfg.base_channels, dropout=0.0)
     net_cfg.update(json.loads(cfg.net) if cfg.net else {})
+    return net_cfg
+
+
+def init_from(path: str, net_cfg: dict) -> dict:
+    """``--init``: an earlier call's exported EDM prior, to continue training it in this call
+    (device loans are short: a longer run is several calls). Its (EMA) weights start the network
+    and the EMA; its ``sigma_data`` is kept (the preconditioning the weights learnt). Checked
+    before any data are built: its network must be this call's. Returns ``state``,
+    ``sigma_data`` and ``record`` (the sidecar's ``training.init_from``)."""
+    meta = read_sidecar(path)
+    mine = json.loads(json.dumps(network_from_config(net_cfg).config))
+    if meta.get("network") != mine:
+        raise InputError(f"--init {path}: its network differs from this call's "
+                         f"({meta.get('network')!r} vs {mine!r}); give the same "
+                         "--base-channels / --net")
+    sd = (meta.get("diffusion") or {}).get("sigma_data")
+    if meta.get("parametrisation") != "edm" or sd is None:
+        raise InputError(f"--init {path}: not an EDM prior (parametrisation "
+                         f"{meta.get('parametrisation')!r})")
+    net, _ = load_prior(path)
+    weights, _ = prior_files(path)
+    state = {k: v.float() for k, v in getattr(net, "net", net).state_dict().items()}
+    return {"state": state, "sigma_data": sd, "record": {
+        "path": Path(path).name, "weights_sha256": sha256_file(weights),
+        "steps": (meta.get("training") or {}).get("steps")}}
+
+
+def train_prior(data: dict, cfg, device, run: Run, init: dict | None = None) -> dict:
+    """Train the EDM prior for the wall budget (or ``cfg.steps``); ``init``: :func:`init_from`'s
+    start (EMA without its ramp-up then: it starts from trained weights)."""
+    x = data["x"]
+    n = len(x)
     torch.manual_seed(cfg.seed)
-    net = network_from_config(net_cfg).to(device)
+    net = network_from_config(network_config(cfg)).to(device)
     sd = round(data["stats"]["sigma_data"], 4)
+    if init is not None:
+        net.load_state_dict(init["state"])
+        sd = init["sigma_data"]
     diffusion = {"type": "edm", "sigma_data": sd, "p_mean": cfg.p_mean, "p_std": cfg.p_std,
                  "sigma_min": 0.01, "sigma_max": 1.0}
     model = ScoreModel(net, "edm", sigma_data=sd)
-    ema = EMA(net, cfg.ema_decay, ramp=True)
+    ema = EMA(net, cfg.ema_decay, ramp=init is None)
     decay = [p for p in net.parameters() if p.ndim > 1]
     other = [p for p in net.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.0},
@@ -325,6 +366,8 @@ def train_prior(data: dict, cfg, device, run: Run) -> dict:
     run.log(f"train: {count_parameters(net) / 1e6:.2f} M parameters, batch {cfg.batch}, "
             f"lr {cfg.lr}, EDM sigma_data {sd}, ln sigma ~ N({cfg.p_mean}, {cfg.p_std}^2); "
             + (f"{cfg.steps} steps" if cfg.steps else f"wall budget {train_budget:.0f} s"))
+    if init is not None:
+        run.log(f"  continuing {init['record']['path']} ({init['record']['steps']} steps before)")
 
     def loss_step(channels_last: bool, probe: bool = False) -> float:
         idx = torch.randint(0, n, (cfg.batch,), generator=g, device=device)
@@ -342,6 +385,8 @@ def train_prior(data: dict, cfg, device, run: Run) -> dict:
         return loss.detach()
 
     meta = _sidecar(net, diffusion, cfg, data, device, use_amp)
+    if init is not None:
+        meta["training"]["init_from"] = init["record"]
     if cfg.channels_last == "probe":
         channels_last = _probe_layout(loss_step, net, device, run)
     else:
@@ -355,7 +400,8 @@ def train_prior(data: dict, cfg, device, run: Run) -> dict:
     stats = {"steps": step, "seconds": seconds, "images": step * cfg.batch,
              "images_per_s": step * cfg.batch / max(seconds, 1e-9),
              "parameters": count_parameters(net), "channels_last": channels_last,
-             "weights_bytes": weights.stat().st_size, "diffusion": diffusion}
+             "weights_bytes": weights.stat().st_size, "diffusion": diffusion,
+             **({"init_from": init["record"]} if init is not None else {})}
     run.log(f"train done: {step} steps, {stats['images']} images in {seconds:.0f} s "
             f"({stats['images_per_s']:.0f} img/s); exported {weights.name} "
             f"({stats['weights_bytes'] / 2**20:.1f} MiB)")
@@ -672,6 +718,9 @@ def parse(argv=None):
     p.add_argument("--sample-steps", type=int, default=200)
     p.add_argument("--prior", default=None, help="skip data and training: evaluate this "
                    "exported prior (NAME of NAME.safetensors + NAME.json)")
+    p.add_argument("--init", default=None, metavar="PRIOR", help="continue training this "
+                   "exported prior (an earlier call's prior-edm-gpu; same --base-channels / "
+                   "--net): its weights start the network and the EMA")
     p.add_argument("--name", default="gpu-edm", help="label of the evaluated prior in results")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=PRIOR",
                    help="also evaluate this prior, side by side on the same slices with its "
@@ -698,6 +747,8 @@ def parse(argv=None):
     cfg = p.parse_args(argv)
     if cfg.defaults_from and not cfg.prior:
         p.error("--defaults-from needs --prior (the sidecar to write) and --name")
+    if cfg.init and cfg.prior:
+        p.error("--init continues training a prior, --prior only evaluates one: give one of them")
     if cfg.dry_run:
         cfg.device = "cpu"
         cfg.net = cfg.net or json.dumps({"base_channels": 8, "channel_mults": [1, 2, 2],
@@ -753,7 +804,6 @@ def main(argv=None) -> int:
     status = 0
     if cfg.prior:  # evaluation of an exported prior only (a second, shorter call)
         env["gpu"] = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-        from mriprior.priors.export import load_prior
         z = np.load(pack_dir / "pack.npz", allow_pickle=False)
         data = {"val": torch.from_numpy(z["val"]), "test": torch.from_numpy(z["test"]),
                 "val_index": z["val_index"].tolist(), "test_index": z["test_index"].tolist()}
@@ -763,13 +813,14 @@ def main(argv=None) -> int:
                                "val_slices": len(data["val"])}
         run.results["prior"] = {"path": cfg.prior, "training": meta.get("training")}
     else:
+      init = init_from(cfg.init, network_config(cfg)) if cfg.init else None  # before the data
       try:
         data = build_data(pack_dir, device, cfg.seed, cfg.workers, run, cfg.phase_seconds)
         env["gpu"] = torch.cuda.get_device_name(device) if device.type == "cuda" else None
         run.log(f"device: {env['gpu'] or 'CPU'}")
         run.results["data"] = data["stats"]
         run.save()
-        trained = train_prior(data, cfg, device, run)
+        trained = train_prior(data, cfg, device, run, init)
         run.results["training"] = trained["stats"]
         run.save()
         del data["x"]
