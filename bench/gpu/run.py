@@ -68,8 +68,7 @@ from mriprior.io.images import read_image_bytes
 from mriprior.physics.espirit import espirit
 from mriprior.experiments.recon_cases import (PATTERNS, real_case, score, simulated_case,
                                               uncertainty)
-from mriprior.priors.export import (load_prior, prior_files, read_sidecar, save_prior,
-                                    set_recon_defaults)
+from mriprior.priors.export import load_prior, prior_files, save_prior, set_recon_defaults
 from mriprior.priors.networks import count_parameters, network_from_config, network_from_preset
 from mriprior.recon.classical import pics, sense_combine
 from mriprior.recon.posterior import fast_posterior, prior_pics
@@ -322,7 +321,7 @@ def init_from(path: str, net_cfg: dict) -> dict:
     and the EMA; its ``sigma_data`` is kept (the preconditioning the weights learnt). Checked
     before any data are built: its network must be this call's. Returns ``state``,
     ``sigma_data`` and ``record`` (the sidecar's ``training.init_from``)."""
-    meta = read_sidecar(path)
+    net, meta = load_prior(path)  # fp32 parameters, whatever the file's dtype
     mine = json.loads(json.dumps(network_from_config(net_cfg).config))
     if meta.get("network") != mine:
         raise InputError(f"--init {path}: its network differs from this call's "
@@ -332,10 +331,8 @@ def init_from(path: str, net_cfg: dict) -> dict:
     if meta.get("parametrisation") != "edm" or sd is None:
         raise InputError(f"--init {path}: not an EDM prior (parametrisation "
                          f"{meta.get('parametrisation')!r})")
-    net, _ = load_prior(path)
     weights, _ = prior_files(path)
-    state = {k: v.float() for k, v in getattr(net, "net", net).state_dict().items()}
-    return {"state": state, "sigma_data": sd, "record": {
+    return {"state": getattr(net, "net", net).state_dict(), "sigma_data": sd, "record": {
         "path": Path(path).name, "weights_sha256": sha256_file(weights),
         "steps": (meta.get("training") or {}).get("steps")}}
 
