@@ -27,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from mriprior.errors import InputError
 from mriprior.experiments.recon_cases import score, simulated_case
 from mriprior.io.files import atomic_write_json
 from mriprior.recon.posterior import fast_posterior, tuned_options
@@ -155,4 +156,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except InputError as e:  # a bad prior, pack or --init: one line, no traceback
+        sys.exit(f"bench/fast_nfe.py: {e}")

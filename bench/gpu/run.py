@@ -856,4 +856,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except InputError as e:  # a bad prior, pack or --init: one line, no traceback
+        sys.exit(f"bench/gpu/run.py: {e}")
